@@ -1,0 +1,1 @@
+"""SMAPIv1 storage-manager drivers with in-place VDI revert."""
