@@ -1,0 +1,1 @@
+"""Driver classes, one module per SR type; drivers/<Type>SR runs one of them."""
