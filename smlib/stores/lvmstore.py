@@ -1,0 +1,620 @@
+"""The LVM store: each volume is an LV of the VG ``VG_XenStorage-<sr_uuid>``.
+
+Volume ``N`` is the LV ``VHD-N`` holding a VHD image whose trailing footer
+sits at the end of its data (the LV may be larger). The LV ``MGT`` holds the
+SR metadata and the journal (``smlib.stores.mgt``). The lock is a host-local
+file. lvm2 is reached only through ``smlib.stores.lvm`` (or a fake with the
+same functions, given as ``lvm=``).
+
+One ``pvs --segments`` run (``lvm.layout``) tells a command the whole VG;
+afterwards the store keeps that picture up to date itself, so each later
+change costs exactly its own lvm2 run.
+
+How an LV's bytes are reached is one replaceable piece, chosen by
+``$SMLIB_LVM_ACTIVATION``:
+
+* ``lvchange`` (production, the default): ``lvchange -ay`` and
+  ``/dev/<vg>/<lv>``.
+* ``loop`` (machines without device-mapper, i.e. the tests here): a loop
+  device over the PV at the LV's extent offset. That only works for an LV
+  made of one run of extents, so in this mode the store also places LVs
+  itself: a new LV goes in the middle of the largest free gap and growth
+  goes right after the LV's last extent; an LV that still cannot stay
+  contiguous is refused with a clear error, never mapped wrongly.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import Optional, Sequence
+
+from smlib.errors import SRError
+from smlib.stores import lvm as lvm_module
+from smlib.stores import mgt
+from smlib.stores.base import Store, is_volume_name
+from smlib.stores.lvm import Extents, Layout, LVInfo
+
+VG_PREFIX = "VG_XenStorage-"
+LV_PREFIX = "VHD-"
+MGT_LV = "MGT"
+MGT_BYTES = 8 * 1024 * 1024
+ACTIVATION_ENV = "SMLIB_LVM_ACTIVATION"
+LOCK_DIR_ENV = "SMLIB_LVM_LOCK_DIR"
+DEFAULT_LOCK_DIR = "/run/lock/smlib"
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def empty_vhd_bound(virtual_size: int) -> int:
+    """Bytes an empty dynamic or differencing VHD of ``virtual_size`` needs
+    at most: footer copy, header, BAT, batmap, three parent locators, the
+    data alignment slack and the trailing footer."""
+    from smlib.vhd import format as vf  # deferred: keep driver start-up light
+
+    blocks = _ceil_div(virtual_size, vf.BLOCK_SIZE)
+    fixed = vf.FOOTER_SIZE + vf.HEADER_SIZE + vf.SECTOR + 3 * vf.LOCATOR_SPACE
+    return fixed + vf.bat_bytes(blocks) + vf.batmap_bytes(blocks) + vf.DATA_ALIGN + vf.FOOTER_SIZE
+
+
+# ------------------------------------------------------------- activation
+
+class LVChangeActivation:
+    """Production: device-mapper activation through lvm2."""
+
+    places_extents = False
+
+    def activate(self, store: LVMStore, lv: str) -> tuple[str, bool]:
+        """The LV's path, and whether this call made it reachable."""
+        path = f"/dev/{store.vg}/{lv}"
+        if os.path.exists(path):
+            return path, False
+        store.lvm.lvchange_activate(store.vg, [lv], True)
+        return path, True
+
+    def deactivate(self, store: LVMStore, lvs: Sequence[str]) -> None:
+        if lvs:
+            store.lvm.lvchange_activate(store.vg, list(lvs), False)
+
+    def forget(self, store: LVMStore, lv: str) -> None:
+        """The LV's extents changed: device-mapper follows by itself."""
+        return None
+
+
+def _loop_devices() -> dict[str, tuple[str, int, int]]:
+    """Attached loop devices: /dev/loopN -> (backing file, offset, sizelimit)."""
+    found = {}
+    base = "/sys/block"
+    for dev in os.listdir(base) if os.path.isdir(base) else ():
+        info = os.path.join(base, dev, "loop")
+        if not dev.startswith("loop") or not os.path.isdir(info):
+            continue
+        try:
+            with open(os.path.join(info, "backing_file")) as f:
+                backing = f.read().strip()
+            with open(os.path.join(info, "offset")) as f:
+                offset = int(f.read())
+            with open(os.path.join(info, "sizelimit")) as f:
+                limit = int(f.read())
+        except (OSError, ValueError):
+            continue  # detached while we looked
+        found[f"/dev/{dev}"] = (backing, offset, limit)
+    return found
+
+
+def _losetup(args: list[str]) -> str:
+    import subprocess  # deferred: keep driver start-up light
+
+    proc = subprocess.run(["losetup", *args], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL, check=False)
+    if proc.returncode != 0:
+        raise SRError.from_name("LVMMount", f"losetup {' '.join(args)}: {proc.stderr.strip()}")
+    return proc.stdout.strip()
+
+
+def flush_device(path: str) -> None:
+    """fsync a block device: its dirty pages reach the device below."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LoopActivation:
+    """Tests on machines without device-mapper: a loop device over the PV
+    at the LV's extent offset. Only single-segment LVs can be mapped."""
+
+    places_extents = True
+
+    def _window(self, store: LVMStore, lv: str) -> tuple[str, int, int]:
+        info = store.layout().lvs.get(lv)
+        if info is None:
+            raise SRError.from_name("VDIUnavailable", f"LV {store.vg}/{lv} does not exist")
+        if len(info.segments) != 1:
+            raise SRError.from_name(
+                "VDIUnavailable",
+                f"LV {store.vg}/{lv} has {len(info.segments)} segments: loop activation "
+                "needs one contiguous run of extents")
+        run = info.segments[0][1]
+        pv = store.layout().pvs[run.pv]
+        es = store.layout().extent_size
+        return run.pv, pv.pe_start + run.start * es, run.count * es
+
+    def activate(self, store: LVMStore, lv: str) -> tuple[str, bool]:
+        """The loop device, and whether this call attached it."""
+        pv, offset, size = self._window(store, lv)
+        real = os.path.realpath(pv)
+        for dev, (backing, off, limit) in sorted(_loop_devices().items()):
+            if os.path.realpath(backing) == real and off == offset and limit == size:
+                return dev, False  # same bytes already mapped (kept, or left by a crash)
+        dev = _losetup(["-f", "--show", "-o", str(offset), "--sizelimit", str(size), pv])
+        return dev, True
+
+    def deactivate(self, store: LVMStore, lvs: Sequence[str]) -> None:
+        for lv in lvs:
+            self.forget(store, lv)
+
+    def forget(self, store: LVMStore, lv: str) -> None:
+        """Detach every loop device mapping the LV's current extents (called
+        before its extents change, so no stale window survives)."""
+        try:
+            pv, offset, size = self._window(store, lv)
+        except SRError:
+            return
+        real = os.path.realpath(pv)
+        for dev, (backing, off, limit) in _loop_devices().items():
+            if os.path.realpath(backing) == real and off == offset and limit == size:
+                flush_device(dev)
+                _losetup(["-d", dev])
+
+
+ACTIVATIONS = {"lvchange": LVChangeActivation, "loop": LoopActivation}
+
+
+def default_activation():
+    """The activation named by ``$SMLIB_LVM_ACTIVATION`` (production by default)."""
+    name = os.environ.get(ACTIVATION_ENV, "lvchange")
+    if name not in ACTIVATIONS:
+        raise SRError.from_name("SMGeneral", f"{ACTIVATION_ENV}={name!r}: not one of "
+                                f"{', '.join(sorted(ACTIVATIONS))}")
+    return ACTIVATIONS[name]()
+
+
+# ------------------------------------------------------------- placement
+
+def _gap_after(layout: Layout, run: Extents) -> Optional[Extents]:
+    end = run.start + run.count
+    for gap in layout.free:
+        if gap.pv == run.pv and gap.start == end:
+            return gap
+    return None
+
+
+def _take(layout: Layout, pv: str, start: int, count: int) -> None:
+    """Mark extents used in the free list."""
+    for i, gap in enumerate(layout.free):
+        if gap.pv == pv and gap.start <= start and start + count <= gap.start + gap.count:
+            pieces = [Extents(pv, gap.start, start - gap.start),
+                      Extents(pv, start + count, gap.start + gap.count - start - count)]
+            layout.free[i:i + 1] = [p for p in pieces if p.count]
+            return
+    raise AssertionError(f"extents {pv}:{start}+{count} are not free")
+
+
+def _give_back(layout: Layout, pv: str, start: int, count: int) -> None:
+    """Mark extents free, merging with neighbouring gaps."""
+    layout.free.append(Extents(pv, start, count))
+    layout.free.sort(key=lambda g: (g.pv, g.start))
+    merged: list[Extents] = []
+    for gap in layout.free:
+        last = merged[-1] if merged else None
+        if last and last.pv == gap.pv and last.start + last.count == gap.start:
+            last.count += gap.count
+        else:
+            merged.append(Extents(gap.pv, gap.start, gap.count))
+    layout.free = merged
+
+
+# ------------------------------------------------------------------ store
+
+class LVMStore(Store):
+    SIZED_CONTAINERS = True
+
+    def __init__(self, device_config: dict[str, str], sr_uuid: Optional[str], *,
+                 lvm=None, activation=None) -> None:
+        super().__init__(device_config, sr_uuid)
+        raw = (device_config or {}).get("device")
+        if not raw:
+            raise SRError.from_name("ConfigDeviceMissing")
+        self.devices = [d.strip() for d in raw.split(",") if d.strip()]
+        if not self.devices:
+            raise SRError.from_name("ConfigDeviceMissing")
+        self.vg = VG_PREFIX + (sr_uuid or "")
+        self.lvm = lvm if lvm is not None else lvm_module
+        self.activation = activation if activation is not None else default_activation()
+        self._layout: Optional[Layout] = None
+        self._extents_known = True   # False after an unplaced change (production)
+        self._active: dict[str, tuple[str, bool]] = {}  # lv -> (path, made here)
+        self._mgt: Optional[mgt.State] = None
+
+    # ------------------------------------------------------ names, layout
+
+    @staticmethod
+    def lv_name(name: str) -> str:
+        if not is_volume_name(name):
+            raise SRError.from_name("VDIUnavailable", f"not a volume name: {name!r}")
+        return LV_PREFIX + name
+
+    def layout(self) -> Layout:
+        """The VG as this command knows it (one ``pvs`` run the first time)."""
+        if self._layout is None or (not self._extents_known and self.activation.places_extents):
+            found = self.lvm.layout(self.vg) if self.sr_uuid else None
+            if found is None:
+                raise SRError.from_name("SRUnavailable", f"volume group {self.vg} not found")
+            self._layout = found
+            self._extents_known = True
+        return self._layout
+
+    def _info(self, name: str) -> Optional[LVInfo]:
+        return self.layout().lvs.get(self.lv_name(name))
+
+    def _extents_for(self, nbytes: int) -> int:
+        return max(1, _ceil_div(nbytes, self.layout().extent_size))
+
+    # ------------------------------------------------------------- SR
+
+    def sr_exists(self) -> bool:
+        if not self.sr_uuid:
+            return False
+        if self._layout is None:
+            self._layout = self.lvm.layout(self.vg)
+        return self._layout is not None and MGT_LV in self._layout.lvs
+
+    def _check_devices(self) -> list[str]:
+        owners = self.lvm.pv_owners()
+        fresh = []
+        for dev in self.devices:
+            try:
+                mode = os.stat(dev).st_mode
+            except OSError as exc:
+                raise SRError.from_name("ConfigDeviceInvalid", f"{dev}: {exc.strerror}") from exc
+            if not stat.S_ISBLK(mode):
+                raise SRError.from_name("ConfigDeviceInvalid", f"{dev} is not a block device")
+            owner = owners.get(os.path.realpath(dev))
+            if owner == self.vg:
+                raise SRError.from_name("SRExists", f"{dev} already holds {self.vg}")
+            if owner:
+                raise SRError.from_name("LVMPartInUse", f"{dev} belongs to volume group {owner}")
+            if owner is None:
+                fresh.append(dev)
+        return fresh
+
+    def sr_create(self) -> None:
+        if not self.sr_uuid:
+            raise SRError.from_name("SRUnavailable", "sr_create needs an SR uuid")
+        fresh = self._check_devices()
+        if fresh:
+            self.lvm.pvcreate(fresh)
+        try:
+            self.lvm.vgcreate(self.vg, self.devices)
+        except SRError:
+            if fresh:
+                self.lvm.pvremove(fresh)
+            raise
+        try:
+            self._layout = None
+            self._create_lv(MGT_LV, self._extents_for(MGT_BYTES))
+            path = self._activate_lv(MGT_LV)
+            mgt.format_container(path, self.layout().lvs[MGT_LV].size)
+            self._mgt = mgt.State()
+            self._save_mgt()
+        except BaseException:
+            self.close()
+            self.lvm.vgremove(self.vg)
+            self.lvm.pvremove(self.devices)
+            raise
+
+    def sr_delete(self) -> None:
+        pvs = list(self.layout().pvs)
+        self._deactivate_all(everything=True)
+        self.lvm.vgremove(self.vg)
+        self.lvm.pvremove(pvs)
+        self._layout = None
+        self._mgt = None
+
+    def sr_attach(self) -> None:
+        self.layout()  # the VG must be there
+
+    def sr_detach(self) -> None:
+        self._deactivate_all(everything=True)
+
+    def probe(self) -> list[dict[str, str]]:
+        owners = self.lvm.pv_owners()
+        found = []
+        for dev in self.devices:
+            vg = owners.get(os.path.realpath(dev)) or ""
+            if vg.startswith(VG_PREFIX) and {"uuid": vg[len(VG_PREFIX):]} not in found:
+                found.append({"uuid": vg[len(VG_PREFIX):]})
+        return found
+
+    def free_space(self) -> int:
+        self._refresh_extents()
+        return self.layout().free_extents() * self.layout().extent_size
+
+    def total_space(self) -> int:
+        return self.layout().total_extents() * self.layout().extent_size
+
+    def _refresh_extents(self) -> None:
+        if not self._extents_known:  # an unplaced change: ask lvm2 again
+            self._layout = None
+            self.layout()
+
+    # ------------------------------------------------------------ volumes
+
+    def list_volumes(self) -> list[str]:
+        return sorted(lv[len(LV_PREFIX):] for lv in self.layout().lvs
+                      if lv.startswith(LV_PREFIX) and is_volume_name(lv[len(LV_PREFIX):]))
+
+    def exists(self, name: str) -> bool:
+        return self._info(name) is not None
+
+    def locator(self, name: str) -> str:
+        return self.lv_name(name)
+
+    def name_of_locator(self, locator: str) -> Optional[str]:
+        text = locator[2:] if locator.startswith("./") else locator
+        if not text.startswith(LV_PREFIX):
+            return None
+        name = text[len(LV_PREFIX):]
+        return name if is_volume_name(name) else None
+
+    def location(self, name: str) -> str:
+        return name
+
+    def utilisation(self, name: str) -> int:
+        info = self._info(name)
+        if info is None:
+            raise SRError.from_name("VDIMissing", f"no LV {self.lv_name(name)}")
+        return info.size
+
+    def _create_lv(self, lv: str, extents: int) -> None:
+        layout = self.layout()
+        where = None
+        if self.activation.places_extents:
+            # Middle of the largest gap: both this LV and the one before it
+            # can then grow contiguously.
+            gap = max(layout.free, key=lambda g: g.count, default=None)
+            if gap is None or gap.count < extents:
+                raise SRError.from_name(
+                    "SRNoSpace", f"{self.vg}: {extents} contiguous extents wanted, largest "
+                    f"free run is {gap.count if gap else 0}")
+            where = [Extents(gap.pv, gap.start + (gap.count - extents) // 2, extents)]
+        elif layout.free_extents() < extents:
+            raise SRError.from_name("SRNoSpace", f"{self.vg}: {extents} extents wanted, "
+                                    f"{layout.free_extents()} free")
+        self.lvm.lvcreate(self.vg, lv, extents, where=where)
+        info = LVInfo(lv, extents * layout.extent_size, [])
+        layout.lvs[lv] = info
+        if where:
+            _take(layout, where[0].pv, where[0].start, extents)
+            info.segments = [(0, where[0])]
+        else:
+            self._extents_known = False
+
+    def _new_volume(self, name: str, nbytes: int, write) -> None:
+        """Create LV for ``name`` of ``nbytes`` and fill it with ``write(path)``;
+        nothing is left behind on failure."""
+        lv = self.lv_name(name)
+        if lv in self.layout().lvs:
+            raise SRError.from_name("VDIExists", f"LV {self.vg}/{lv} exists")
+        self._create_lv(lv, self._extents_for(nbytes))
+        try:
+            write(self._activate_lv(lv))
+        except BaseException:
+            self._remove_lvs([lv])
+            raise
+
+    def create_vhd(self, name: str, virtual_size: int, *, hidden: bool = False) -> None:
+        from smlib import vhd  # deferred: keep driver start-up light
+
+        self._new_volume(name, empty_vhd_bound(virtual_size),
+                         lambda path: vhd.create(path, virtual_size, hidden=hidden))
+
+    def create_child(self, name: str, parent: str, *, hidden: bool = False) -> None:
+        from smlib import vhd  # deferred: keep driver start-up light
+
+        parent_path = self.activate(parent)
+        with vhd.open_image(parent_path, resolver=self.resolver) as img:
+            size = img.virtual_size
+        self._new_volume(name, empty_vhd_bound(size), lambda path: vhd.snapshot(
+            path, parent_path, parent_locator=self.locator(parent), hidden=hidden,
+            resolver=self.resolver))
+
+    def rename(self, old: str, new: str) -> None:
+        src, dst = self.lv_name(old), self.lv_name(new)
+        layout = self.layout()
+        if src not in layout.lvs:
+            raise SRError.from_name("VDIMissing", f"no LV {self.vg}/{src}")
+        if dst in layout.lvs:
+            raise SRError.from_name("VDIExists", f"LV {self.vg}/{dst} exists")
+        self._rename_lv(src, dst)
+
+    def _rename_lv(self, src: str, dst: str) -> None:
+        self.lvm.lvrename(self.vg, src, dst)
+        layout = self.layout()
+        info = layout.lvs.pop(src)
+        info.name = dst
+        layout.lvs[dst] = info
+        if src in self._active:
+            path, made = self._active.pop(src)
+            if isinstance(self.activation, LVChangeActivation):
+                path = f"/dev/{self.vg}/{dst}"
+            self._active[dst] = (path, made)
+
+    def replace(self, src: str, dst: str) -> None:
+        # Two runs, each atomic: remove dst, then rename src to dst. A crash
+        # between them leaves only src, and calling replace again renames it.
+        src_lv, dst_lv = self.lv_name(src), self.lv_name(dst)
+        lvs = self.layout().lvs
+        if src_lv not in lvs:
+            if dst_lv in lvs:
+                return  # already done
+            raise SRError.from_name("VDIMissing", f"neither {src_lv} nor {dst_lv} exists")
+        if dst_lv in lvs:
+            self._remove_lvs([dst_lv])
+        self._rename_lv(src_lv, dst_lv)
+
+    def remove(self, name: str) -> None:
+        lv = self.lv_name(name)
+        if lv in self.layout().lvs:
+            self._remove_lvs([lv])
+
+    def _remove_lvs(self, lvs: list[str]) -> None:
+        for lv in lvs:
+            self._drop_activation(lv)
+        self.lvm.lvremove(self.vg, lvs)
+        layout = self.layout()
+        for lv in lvs:
+            info = layout.lvs.pop(lv)
+            for _, run in info.segments:
+                _give_back(layout, run.pv, run.start, run.count)
+            if not info.segments:
+                self._extents_known = False
+
+    def set_container_size(self, name: str, nbytes: int) -> None:
+        lv = self.lv_name(name)
+        layout = self.layout()
+        info = layout.lvs.get(lv)
+        if info is None:
+            raise SRError.from_name("VDIMissing", f"no LV {self.vg}/{lv}")
+        es = layout.extent_size
+        want, have = self._extents_for(nbytes), info.size // es
+        if want == have:
+            return
+        self._drop_activation(lv)
+        where = None
+        if want > have and self.activation.places_extents:
+            last = info.segments[-1][1]
+            gap = _gap_after(layout, last)
+            if gap is None or gap.count < want - have:
+                raise SRError.from_name(
+                    "SRNoSpace" if layout.free_extents() < want - have else "LVMResize",
+                    f"{lv}: {want - have} more extents wanted right after it; loop "
+                    "activation needs contiguous LVs")
+            where = [Extents(gap.pv, gap.start, want - have)]
+        elif want > have and layout.free_extents() < want - have:
+            raise SRError.from_name("SRNoSpace", f"{lv}: {want - have} more extents wanted, "
+                                    f"{layout.free_extents()} free")
+        self.lvm.lvresize(self.vg, lv, want, where=where)
+        info.size = want * es
+        if where:
+            _take(layout, where[0].pv, where[0].start, want - have)
+            last = info.segments[-1][1]
+            last.count += want - have
+        elif want < have and info.segments:
+            self._shrink_segments(layout, info, have - want)
+        else:
+            self._extents_known = False
+
+    @staticmethod
+    def _shrink_segments(layout: Layout, info: LVInfo, drop: int) -> None:
+        while drop:
+            _, last = info.segments[-1]
+            cut = min(drop, last.count)
+            _give_back(layout, last.pv, last.start + last.count - cut, cut)
+            last.count -= cut
+            if not last.count:
+                info.segments.pop()
+            drop -= cut
+
+    # --------------------------------------------------------- activation
+
+    def _activate_lv(self, lv: str, keep: bool = False) -> str:
+        if lv in self._active:
+            path, made = self._active[lv]
+            if keep:
+                self._active[lv] = (path, False)
+            return path
+        if lv not in self.layout().lvs:
+            raise SRError.from_name("VDIMissing", f"no LV {self.vg}/{lv}")
+        path, created = self.activation.activate(self, lv)
+        self._active[lv] = (path, created and not keep)
+        return path
+
+    def _drop_activation(self, lv: str) -> None:
+        """Before an LV's extents change or vanish, unmap it."""
+        self._active.pop(lv, None)
+        self.activation.forget(self, lv)
+
+    def activate(self, name: str, *, keep: bool = False) -> str:
+        return self._activate_lv(self.lv_name(name), keep)
+
+    def deactivate(self, name: str) -> None:
+        lv = self.lv_name(name)
+        self._active.pop(lv, None)
+        if lv in self.layout().lvs:
+            self.activation.deactivate(self, [lv])
+
+    def _deactivate_all(self, everything: bool = False) -> None:
+        lvs = [lv for lv, (_, made) in self._active.items() if made or everything]
+        if everything and self._layout is not None:
+            lvs = sorted(set(lvs) | set(self._layout.lvs))
+        for lv in lvs:
+            self._active.pop(lv, None)
+        if lvs:
+            self.activation.deactivate(self, lvs)
+
+    def sync(self) -> None:
+        for path, _ in self._active.values():
+            if path.startswith("/dev/") and os.path.exists(path):
+                flush_device(path)
+
+    def close(self) -> None:
+        self._deactivate_all()
+
+    # ------------------------------------------------------ bookkeeping
+
+    def _mgt_path(self) -> tuple[str, int]:
+        if MGT_LV not in self.layout().lvs:
+            raise SRError.from_name("SRUnavailable", f"{self.vg} has no {MGT_LV} volume")
+        return self._activate_lv(MGT_LV), self.layout().lvs[MGT_LV].size
+
+    def _state(self) -> mgt.State:
+        if self._mgt is None:
+            path, size = self._mgt_path()
+            self._mgt = mgt.load(path, size, self.sr_uuid or "")
+        return self._mgt
+
+    def _save_mgt(self) -> None:
+        path, size = self._mgt_path()
+        try:
+            mgt.save(path, size, self.sr_uuid or "", self._state())
+        except BaseException:
+            self._mgt = None  # the in-memory change did not land: reread next time
+            raise
+
+    def read_metadata(self) -> Optional[bytes]:
+        return self._state().metadata
+
+    def write_metadata(self, data: bytes) -> None:
+        self._state().metadata = bytes(data)
+        self._save_mgt()
+
+    def journal_put(self, key: str, data: bytes) -> None:
+        self._state().journal[key] = bytes(data)
+        self._save_mgt()
+
+    def journal_items(self) -> dict[str, bytes]:
+        return dict(self._state().journal)
+
+    def journal_remove(self, key: str) -> None:
+        if key in self._state().journal:
+            del self._state().journal[key]
+            self._save_mgt()
+
+    def lock_path(self) -> str:
+        base = os.environ.get(LOCK_DIR_ENV, DEFAULT_LOCK_DIR)
+        return os.path.join(base, f"lvm-{self.sr_uuid or 'none'}.lock")
