@@ -1,0 +1,14 @@
+"""VHD library (blktap dialect): images, chains, coalesce, check, raw transfer.
+
+The contract is in docs/internals.md ("VHD library contract").
+"""
+
+from .chain import chain, coalesce, depth, export_raw, import_raw
+from .check import check
+from .errors import VHDError
+from .image import Image, create, default_resolver, open_image, required_size, snapshot
+
+__all__ = [
+    "VHDError", "Image", "create", "snapshot", "open_image", "chain", "depth",
+    "coalesce", "check", "export_raw", "import_raw", "required_size", "default_resolver",
+]

@@ -1,0 +1,70 @@
+"""Consistency check of an image and its chain (like `vhd-util check -p -b`)."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Set
+
+from . import format as fmt
+from .errors import VHDError
+from .image import Image, Resolver
+
+
+def _check_one(img: Image) -> None:
+    path = img.path
+    copy = img._try_footer(0)
+    if copy is None:
+        fmt.Footer.unpack(img._raw.read_at(0, fmt.FOOTER_SIZE), path, 0)
+    if not img.trailing_ok:
+        raise VHDError(path, img.footer_pos, "trailing footer missing or damaged")
+    trailing = img._raw.read_at(img.footer_pos, fmt.FOOTER_SIZE)
+    if trailing != img._raw.read_at(0, fmt.FOOTER_SIZE):
+        raise VHDError(path, img.footer_pos, "footer copies differ")
+    if img._raw.regular and img._raw.size() != img.footer_pos + fmt.FOOTER_SIZE:
+        raise VHDError(path, img.footer_pos, "file does not end with the footer")
+    h = img.header
+    meta_end = img._metadata_end()
+    span = img.bitmap_bytes + img.block_size
+    extents = []
+    for block, entry in enumerate(img.bat):   # loading the BAT checks "past the end"
+        if entry == fmt.UNALLOCATED:
+            continue
+        start = entry * fmt.SECTOR
+        if start < meta_end or start + span > img.footer_pos:
+            raise VHDError(path, h.table_offset + 4 * block,
+                           f"block {block} at {start} overlaps metadata or the footer")
+        extents.append((start, block))
+    extents.sort()
+    for (a, block_a), (b, block_b) in zip(extents, extents[1:]):
+        if b < a + span:
+            raise VHDError(path, h.table_offset + 4 * block_b,
+                           f"blocks {block_a} and {block_b} overlap")
+    if img.batmap_header is not None:
+        bh = img.batmap_header
+        if bh.checksum != fmt.bytes_checksum(img._batmap or b""):
+            raise VHDError(path, img.batmap_header_offset, "bad batmap checksum")
+    for _, block in extents:
+        # Read the on-disk bitmap itself, not the batmap shortcut.
+        raw = img._raw.read_at(img.bat[block] * fmt.SECTOR, img.bitmap_bytes)
+        bits = int.from_bytes(raw, "big") >> (img.bitmap_bytes * 8 - img.spb)
+        if img.batmap_bit(block) and bits != img._full:
+            raise VHDError(path, img.bat[block] * fmt.SECTOR,
+                           f"batmap marks block {block} full but its bitmap is not")
+    if img.disk_type == fmt.DISK_DIFF:
+        _ = img.parent_locator   # decodes the locators or raises
+
+
+def check(path: str, *, resolver: Optional[Resolver] = None, parents: bool = True) -> None:
+    """Raise VHDError for the first problem found in the image (and its parents)."""
+    seen: Set[str] = set()
+    with Image(path, resolver=resolver) as leaf:
+        img: Optional[Image] = leaf
+        while img is not None:
+            real = os.path.realpath(img.path)
+            if real in seen:
+                raise VHDError(img.path, None, "parent loop")
+            seen.add(real)
+            _check_one(img)
+            if not parents:
+                break
+            img = img.parent()
