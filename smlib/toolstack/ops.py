@@ -1,0 +1,440 @@
+"""SR, VDI and VM operations of the toolstack: the driver call, then the record.
+
+The database must always describe what is on the SR: each driver change is
+recorded right after the driver reports it done, in one transaction, and a
+multi-step operation that fails part way undoes its own earlier steps (or
+leaves them recorded). `sr_scan` reconciles the records with the driver's
+own list where the driver can give one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid as uuidlib
+from typing import Any, Callable, Optional
+
+from smlib.toolstack.db import Database, SRRecord, VBDRecord, VDIRecord, VMRecord
+from smlib.toolstack.runner import (
+    NULL_REF,
+    Call,
+    DriverFault,
+    Runner,
+    ToolstackError,
+    new_ref,
+)
+
+CODE_UNIMPLEMENTED = 38
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes total)
+
+
+def now_stamp() -> str:
+    """xapi's date format for snapshot_time."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H:%M:%SZ")
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("1", "true", "yes")
+
+
+def _int(value: Any, default: int = 0) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def uuid_invalid(kind: str, uuid: str) -> ToolstackError:
+    return ToolstackError("UUID_INVALID", f"no {kind} with uuid {uuid}")
+
+
+class Toolstack:
+    def __init__(self, db: Database, runner: Optional[Runner] = None) -> None:
+        self.db = db
+        self.runner = runner or Runner()
+        # xapi runs each storage call as a subtask of the user's task.
+        self.task_ref = new_ref()
+
+    # Look-ups -----------------------------------------------------------
+
+    def sr(self, uuid: str) -> SRRecord:
+        rec = self.db.by_uuid(SRRecord, uuid)
+        if rec is None:
+            raise uuid_invalid("SR", uuid)
+        return rec
+
+    def vdi(self, uuid: str) -> VDIRecord:
+        rec = self.db.by_uuid(VDIRecord, uuid)
+        if rec is None:
+            raise uuid_invalid("VDI", uuid)
+        return rec
+
+    def vm(self, uuid: str) -> VMRecord:
+        rec = self.db.by_uuid(VMRecord, uuid)
+        if rec is None:
+            raise uuid_invalid("VM", uuid)
+        return rec
+
+    def sr_of(self, vdi: VDIRecord) -> SRRecord:
+        rec = self.db.get(SRRecord, vdi.sr_ref)
+        if rec is None:  # the foreign key makes this a corrupt database
+            raise ToolstackError("HANDLE_INVALID", f"VDI {vdi.uuid} names a missing SR")
+        return rec
+
+    def vbds(self, vm: VMRecord) -> list[VBDRecord]:
+        return self.db.select(VBDRecord, order="device", vm_ref=vm.ref)
+
+    # Driver calls as xapi makes them ------------------------------------
+
+    def call_sr(self, sr: SRRecord, command: str, **kw: Any) -> Any:
+        device_config = dict(sr.device_config)
+        device_config.setdefault("SRmaster", "true")  # xapi adds it on the pool master
+        kw.setdefault("subtask_of", self.task_ref)
+        call = Call(command, device_config=device_config, sr_ref=sr.ref, sr_uuid=sr.uuid, **kw)
+        return self.runner.call(sr.type, call)
+
+    def call_vdi(self, vdi: VDIRecord, command: str, **kw: Any) -> Any:
+        # The VDI keys xapi sends with every command about one VDI.
+        kw.setdefault("vdi_type", vdi.type)
+        kw.setdefault("vdi_on_boot", "persist")
+        kw.setdefault("vdi_allow_caching", "false")
+        kw.setdefault("local_cache_sr", NULL_REF)
+        return self.call_sr(
+            self.sr_of(vdi), command,
+            vdi_ref=vdi.ref, vdi_uuid=vdi.uuid, vdi_location=vdi.location, **kw,
+        )
+
+    def driver_info(self, sr_type: str) -> dict:
+        info = self.runner.call(sr_type, Call("sr_get_driver_info", needs_session=False))
+        if not isinstance(info, dict) or not isinstance(info.get("capabilities"), list):
+            raise ToolstackError(
+                "SR_BACKEND_FAILURE", f"{sr_type}: sr_get_driver_info returned no capabilities"
+            )
+        return info
+
+    @staticmethod
+    def can(sr: SRRecord, capability: str) -> bool:
+        return capability in sr.capabilities
+
+    # SRs ------------------------------------------------------------------
+
+    def sr_create(
+        self,
+        sr_type: str,
+        device_config: dict[str, str],
+        name_label: str = "",
+        name_description: str = "",
+        physical_size: int = 0,
+    ) -> SRRecord:
+        info = self.driver_info(sr_type)
+        sr = SRRecord(
+            new_ref(), str(uuidlib.uuid4()), sr_type.lower(), name_label, name_description,
+            dict(device_config), list(info["capabilities"]),
+        )
+        self.call_sr(sr, "sr_create", args=[str(physical_size)])
+        self.db.insert(sr)
+        try:
+            self.call_sr(sr, "sr_attach")
+        except ToolstackError:
+            # A created SR that cannot be plugged is of no use: take it back.
+            self._forget_records(sr)
+            self.call_sr(sr, "sr_delete")
+            raise
+        self.sr_scan(sr)
+        return sr
+
+    def sr_introduce(
+        self,
+        sr_type: str,
+        uuid: str,
+        device_config: dict[str, str],
+        name_label: str = "",
+        name_description: str = "",
+    ) -> SRRecord:
+        if self.db.by_uuid(SRRecord, uuid) is not None:
+            raise ToolstackError("SR_ALREADY_EXISTS", f"SR {uuid} is already known")
+        info = self.driver_info(sr_type)
+        sr = SRRecord(
+            new_ref(), uuid, sr_type.lower(), name_label, name_description,
+            dict(device_config), list(info["capabilities"]),
+        )
+        self.call_sr(sr, "sr_attach")
+        self.db.insert(sr)
+        self.sr_scan(sr)
+        return sr
+
+    def _refuse_if_in_use(self, sr: SRRecord) -> None:
+        used = self.db.conn.execute(
+            "SELECT vdi.uuid FROM vbd JOIN vdi ON vbd.vdi_ref = vdi.ref WHERE vdi.sr_ref = ?",
+            [sr.ref],
+        ).fetchall()
+        if used:
+            raise ToolstackError(
+                "SR_HAS_VBDS", f"SR {sr.uuid} has disks used by VMs: {used[0][0]} ..."
+            )
+
+    def _forget_records(self, sr: SRRecord) -> None:
+        with self.db.transaction():
+            for vdi in self.db.select(VDIRecord, sr_ref=sr.ref):
+                self.db.delete(vdi)
+            self.db.delete(sr)
+
+    def sr_forget(self, sr: SRRecord) -> None:
+        self._refuse_if_in_use(sr)
+        try:
+            self.call_sr(sr, "sr_detach")
+        except DriverFault as fault:
+            if fault.code != CODE_UNIMPLEMENTED:
+                raise
+        self._forget_records(sr)
+
+    def sr_destroy(self, sr: SRRecord) -> None:
+        self._refuse_if_in_use(sr)
+        self.call_sr(sr, "sr_delete")
+        self._forget_records(sr)
+
+    def sr_scan(self, sr: SRRecord) -> list[VDIRecord]:
+        """Scan, then make the records match the driver's list of VDIs.
+
+        A driver that cannot list (vdi_list unimplemented: DummySR keeps
+        nothing) leaves the records as they are.
+        """
+        info = self.driver_info(sr.type)
+        if list(info["capabilities"]) != sr.capabilities:
+            sr = self.db.update(sr, capabilities=list(info["capabilities"]))
+        self.call_sr(sr, "sr_scan")
+        try:
+            listed = self.call_sr(sr, "vdi_list")
+        except DriverFault as fault:
+            if fault.code != CODE_UNIMPLEMENTED:
+                raise
+            return self.db.select(VDIRecord, sr_ref=sr.ref)
+        if not isinstance(listed, list):
+            raise ToolstackError("SR_BACKEND_FAILURE", f"vdi_list returned {type(listed).__name__}")
+        self._reconcile(sr, [v for v in listed if isinstance(v, dict) and v.get("uuid")])
+        return self.db.select(VDIRecord, sr_ref=sr.ref)
+
+    def _reconcile(self, sr: SRRecord, listed: list[dict]) -> None:
+        known = {v.uuid: v for v in self.db.select(VDIRecord, sr_ref=sr.ref)}
+        by_uuid = {str(v["uuid"]): v for v in listed}
+        with self.db.transaction():
+            for uuid, rec in known.items():
+                if uuid not in by_uuid:
+                    # Gone from the SR: forget it and unplug it from VMs, as xapi does.
+                    self.db.conn.execute("DELETE FROM vbd WHERE vdi_ref = ?", [rec.ref])
+                    self.db.conn.execute(
+                        "UPDATE vm SET suspend_vdi = NULL WHERE suspend_vdi = ?", [rec.ref]
+                    )
+                    self.db.delete(rec)
+            refs = {u: (known[u].ref if u in known else new_ref()) for u in by_uuid}
+            for uuid, entry in by_uuid.items():
+                facts = {
+                    "location": str(entry.get("location", "")),
+                    "virtual_size": _int(entry.get("virtual_size"), 0),
+                }
+                if "managed" in entry:
+                    facts["managed"] = _flag(entry["managed"])
+                if uuid in known:
+                    rec = known[uuid]
+                    changed = {k: v for k, v in facts.items() if getattr(rec, k) != v}
+                    self.db.update(rec, **changed)
+                    continue
+                parent = str(entry.get("snapshot_of") or "")
+                self.db.insert(VDIRecord(
+                    ref=refs[uuid], uuid=uuid, sr_ref=sr.ref,
+                    name_label=str(entry.get("name_label", "")),
+                    name_description=str(entry.get("name_description", "")),
+                    is_a_snapshot=_flag(entry.get("is_a_snapshot", False)),
+                    # The driver names the parent by uuid; the records by ref.
+                    snapshot_of=refs.get(parent) or self._ref_of_uuid(parent),
+                    snapshot_time=str(entry.get("snapshot_time", "")),
+                    read_only=_flag(entry.get("read_only", False)),
+                    type=str(entry.get("type", "user")) or "user",
+                    **facts,
+                ))
+
+    def _ref_of_uuid(self, uuid: str) -> Optional[str]:
+        if not uuid:
+            return None
+        if uuid.startswith("OpaqueRef:"):
+            return uuid if uuid != NULL_REF else None
+        rec = self.db.by_uuid(VDIRecord, uuid)
+        return rec.ref if rec else None
+
+    # VDIs -----------------------------------------------------------------
+
+    def vdi_create(
+        self,
+        sr: SRRecord,
+        virtual_size: int,
+        name_label: str = "",
+        name_description: str = "",
+        *,
+        read_only: bool = False,
+        vdi_type: str = "user",
+        sm_config: Optional[dict[str, str]] = None,
+    ) -> VDIRecord:
+        args = [
+            str(virtual_size), name_label, name_description,
+            NULL_REF,  # metadata_of_pool
+            "false", "19700101T00:00:00Z", NULL_REF,  # is_a_snapshot, snapshot_time, snapshot_of
+            "true" if read_only else "false",
+        ]
+        result = self.call_sr(
+            sr, "vdi_create", args=args, vdi_sm_config=dict(sm_config or {}), vdi_type=vdi_type
+        )
+        return self.db.insert(VDIRecord(
+            ref=new_ref(), uuid=self._result_uuid(result, "vdi_create"), sr_ref=sr.ref,
+            location=str(result.get("location", "")), name_label=name_label,
+            name_description=name_description, read_only=read_only,
+            virtual_size=_int(result.get("virtual_size"), virtual_size), type=vdi_type,
+        ))
+
+    @staticmethod
+    def _result_uuid(result: Any, command: str) -> str:
+        if not isinstance(result, dict) or not result.get("uuid"):
+            raise ToolstackError("SR_BACKEND_FAILURE", f"{command} returned no uuid: {result!r}")
+        return str(result["uuid"])
+
+    def vdi_destroy(self, vdi: VDIRecord) -> None:
+        """Delete on the SR, then forget the record and unplug it from VMs."""
+        self.call_vdi(vdi, "vdi_delete")
+        self._forget_vdi(vdi)
+
+    def _forget_vdi(self, vdi: VDIRecord) -> None:
+        with self.db.transaction():
+            self.db.conn.execute("DELETE FROM vbd WHERE vdi_ref = ?", [vdi.ref])
+            self.db.conn.execute(
+                "UPDATE vm SET suspend_vdi = NULL WHERE suspend_vdi = ?", [vdi.ref]
+            )
+            self.db.delete(vdi)
+
+    def vdi_snapshot(
+        self, vdi: VDIRecord, driver_params: Optional[dict[str, str]] = None
+    ) -> VDIRecord:
+        result = self.call_vdi(vdi, "vdi_snapshot", driver_params=dict(driver_params or {}))
+        return self.db.insert(VDIRecord(
+            ref=new_ref(), uuid=self._result_uuid(result, "vdi_snapshot"), sr_ref=vdi.sr_ref,
+            location=str(result.get("location", "")), name_label=vdi.name_label,
+            name_description=vdi.name_description, is_a_snapshot=True, snapshot_of=vdi.ref,
+            snapshot_time=now_stamp(), read_only=vdi.read_only,
+            virtual_size=_int(result.get("virtual_size"), vdi.virtual_size), type=vdi.type,
+        ))
+
+    def vdi_clone(
+        self,
+        vdi: VDIRecord,
+        driver_params: Optional[dict[str, str]] = None,
+        *,
+        name_label: Optional[str] = None,
+        name_description: Optional[str] = None,
+    ) -> VDIRecord:
+        result = self.call_vdi(vdi, "vdi_clone", driver_params=dict(driver_params or {}))
+        return self.db.insert(VDIRecord(
+            ref=new_ref(), uuid=self._result_uuid(result, "vdi_clone"), sr_ref=vdi.sr_ref,
+            location=str(result.get("location", "")),
+            name_label=vdi.name_label if name_label is None else name_label,
+            name_description=(
+                vdi.name_description if name_description is None else name_description
+            ),
+            virtual_size=_int(result.get("virtual_size"), vdi.virtual_size), type=vdi.type,
+        ))
+
+    def vdi_resize(self, vdi: VDIRecord, new_size: int) -> VDIRecord:
+        result = self.call_vdi(vdi, "vdi_resize", args=[str(new_size)])
+        size = _int(result.get("virtual_size"), new_size) if isinstance(result, dict) else new_size
+        return self.db.update(vdi, virtual_size=size)
+
+    def vdi_set(self, vdi: VDIRecord, **fields: Any) -> VDIRecord:
+        """Change toolstack-only fields (names); the driver keeps no copy we rely on."""
+        return self.db.update(vdi, **fields)
+
+    # VMs ------------------------------------------------------------------
+
+    def vm_create(
+        self,
+        name_label: str,
+        disks: list[VDIRecord],
+        *,
+        cds: Optional[list[Optional[VDIRecord]]] = None,
+        name_description: str = "",
+    ) -> VMRecord:
+        vm = VMRecord(new_ref(), str(uuidlib.uuid4()), name_label, name_description)
+        with self.db.transaction():
+            self.db.insert(vm)
+            for index, disk in enumerate(disks):
+                self._add_vbd(vm, disk.ref, str(index), "disk", "RO" if disk.read_only else "RW")
+            # CD drives go after the disks, at xapi's usual device 3 when free.
+            next_device = max(len(disks), 3)
+            for cd in cds or []:
+                self._add_vbd(vm, cd.ref if cd else None, str(next_device), "cd", "RO")
+                next_device += 1
+        return vm
+
+    def _add_vbd(
+        self, vm: VMRecord, vdi_ref: Optional[str], device: str, kind: str, mode: str
+    ) -> VBDRecord:
+        return self.db.insert(
+            VBDRecord(new_ref(), str(uuidlib.uuid4()), vm.ref, vdi_ref, device, kind, mode)
+        )
+
+    def vm_destroy(self, vm: VMRecord) -> None:
+        """Forget the VM and its VBDs; its disks stay (xe vm-destroy)."""
+        self.db.delete(vm)
+
+    def vm_snapshot(self, vm: VMRecord, name_label: str = "") -> VMRecord:
+        """Snapshot every disk (and the suspend disk); all or none of them."""
+        if vm.is_a_snapshot:
+            raise ToolstackError("VM_IS_SNAPSHOT", f"VM {vm.uuid} is a snapshot")
+        taken: dict[str, VDIRecord] = {}
+        try:
+            for vbd in self.vbds(vm):
+                if vbd.type == "disk" and vbd.vdi_ref and vbd.vdi_ref not in taken:
+                    taken[vbd.vdi_ref] = self.vdi_snapshot(self._vdi_ref(vbd.vdi_ref))
+            if vm.suspend_vdi and vm.suspend_vdi not in taken:
+                taken[vm.suspend_vdi] = self.vdi_snapshot(self._vdi_ref(vm.suspend_vdi))
+        except ToolstackError:
+            self.discard(list(taken.values()))
+            raise
+        snap = VMRecord(
+            new_ref(), str(uuidlib.uuid4()), name_label or vm.name_label, vm.name_description,
+            is_a_snapshot=True, snapshot_of=vm.ref, snapshot_time=now_stamp(),
+            suspend_vdi=taken[vm.suspend_vdi].ref if vm.suspend_vdi else None,
+        )
+        with self.db.transaction():
+            self.db.insert(snap)
+            for vbd in self.vbds(vm):
+                # A CD keeps pointing at the same image, as xapi does.
+                disk = taken[vbd.vdi_ref].ref if vbd.type == "disk" and vbd.vdi_ref else vbd.vdi_ref
+                self._add_vbd(snap, disk, vbd.device, vbd.type, vbd.mode)
+        return snap
+
+    def _vdi_ref(self, ref: str) -> VDIRecord:
+        rec = self.db.get(VDIRecord, ref)
+        if rec is None:
+            raise ToolstackError("HANDLE_INVALID", f"VDI {ref} is not in the database")
+        return rec
+
+    def discard(self, vdis: list[VDIRecord]) -> list[str]:
+        """Best-effort destroy of VDIs this operation made; returns what failed."""
+        failed = []
+        for vdi in vdis:
+            try:
+                self.vdi_destroy(vdi)
+            except ToolstackError as exc:
+                failed.append(f"{vdi.uuid}: {exc}")
+        return failed
+
+    # Reverts live in revert.py; imports in transfer.py.
+
+    def vdi_revert(self, snapshot: VDIRecord, driver_params: Optional[dict[str, str]] = None):
+        from smlib.toolstack.revert import revert_vdi
+
+        return revert_vdi(self, snapshot, driver_params)
+
+    def vm_revert(self, snapshot: VMRecord):
+        from smlib.toolstack.revert import revert_vm
+
+        return revert_vm(self, snapshot)
