@@ -413,13 +413,21 @@ class LVMStore(Store):
         self._create_lv(lv, self._extents_for(nbytes))
         try:
             write(self._activate_lv(lv))
-        except BaseException:
+        except BaseException as exc:
             self._remove_lvs([lv])
+            from smlib.vhd import VHDError
+
+            if isinstance(exc, VHDError):
+                raise SRError.from_name("VDICreate", str(exc)) from exc
             raise
 
     def create_vhd(self, name: str, virtual_size: int, *, hidden: bool = False) -> None:
         from smlib import vhd  # deferred: keep driver start-up light
+        from smlib.vhd.image import MAX_VIRTUAL_SIZE
 
+        if not 0 < virtual_size <= MAX_VIRTUAL_SIZE:
+            raise SRError.from_name("VDISize", f"virtual size {virtual_size} not in "
+                                    f"1 .. {MAX_VIRTUAL_SIZE}")
         self._new_volume(name, empty_vhd_bound(virtual_size),
                          lambda path: vhd.create(path, virtual_size, hidden=hidden))
 
