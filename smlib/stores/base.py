@@ -236,6 +236,11 @@ class Store(abc.ABC):
         the file store). Called before a journal record is removed."""
         return None  # optional hook: most stores need nothing here
 
+    def remove_garbage(self) -> None:
+        """Remove store-private leftovers of interrupted calls (e.g. the
+        file store's ``*.part`` files). Called after replay and by sr_scan."""
+        return None  # optional hook: most stores need nothing here
+
     def close(self) -> None:
         """End of command: undo ``keep=False`` activations, release
         resources. Safe to call twice."""

@@ -1,0 +1,121 @@
+"""Garbage collection of bases: prune the childless, coalesce the redundant.
+
+* Prune: a hidden base with no children holds nothing anyone can read;
+  remove it (its parent may then become prunable or coalescable).
+* Coalesce: a hidden base X whose parent P is a hidden base with X as its
+  only child adds a link to every chain below it. Copy X's allocated
+  sectors into P (what X's children read is unchanged: X's sectors win
+  over P's either way, and only X reads P), point X's children at P,
+  remove X. Each chain gets one shorter.
+
+Each step is journaled (key ``gc-<uuid>``) and its forward function is
+idempotent, so a crash anywhere is finished by replay. Runs under the SR
+lock after revert, delete, replay and sr_scan, until nothing is left.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+from smlib.journal import Record, mutation_point
+
+if TYPE_CHECKING:
+    from smlib.tree import Tree
+
+# A safety bound on one collection (each step removes a volume, so the
+# loop always ends; this only caps the time one command may spend).
+MAX_STEPS = 1000
+
+
+class GC:
+    def __init__(self, tree: Tree) -> None:
+        self.tree = tree
+
+    def handlers(self) -> dict:
+        return {"prune": self._prune_fwd, "coalesce": self._coalesce_fwd}
+
+    def collect(self) -> int:
+        """Prune and coalesce until nothing qualifies; returns the steps."""
+        steps = 0
+        while steps < MAX_STEPS:
+            victim = self.prunable()
+            if victim:
+                self._run({"op": "prune", "uuid": victim})
+            else:
+                pair = self.coalescable()
+                if pair is None:
+                    break
+                child, parent = pair
+                self._run({"op": "coalesce", "uuid": child, "parent": parent,
+                           "children": self.tree.meta.children(child)})
+            steps += 1
+        return steps
+
+    def _run(self, r: Record) -> None:
+        key = f"gc-{r['uuid']}"
+        self.tree.journal.begin(key, r)
+        self.handlers()[r["op"]](r)
+        self.tree.journal.end(key)
+
+    # ---------------------------------------------------------- choosing
+
+    def prunable(self) -> Optional[str]:
+        counts = self.tree.meta.child_counts()
+        for uuid in sorted(self.tree.meta.vdis):
+            if self.tree.meta.vdis[uuid].hidden and not counts.get(uuid):
+                return uuid
+        return None
+
+    def coalescable(self) -> Optional[tuple[str, str]]:
+        vdis = self.tree.meta.vdis
+        counts = self.tree.meta.child_counts()
+        for uuid in sorted(vdis):
+            rec = vdis[uuid]
+            parent = vdis.get(rec.parent) if rec.parent else None
+            if rec.hidden and parent is not None and parent.hidden \
+                    and counts.get(parent.uuid) == 1:
+                return uuid, parent.uuid
+        return None
+
+    # ------------------------------------------------------ forward steps
+
+    def _prune_fwd(self, r: Record) -> None:
+        tree = self.tree
+        uuid = r["uuid"]
+        if tree.store.exists(uuid):
+            mutation_point()
+            tree.store.remove(uuid)
+        if tree.meta.vdis.pop(uuid, None) is not None:
+            tree.save()
+
+    def _coalesce_fwd(self, r: Record) -> None:
+        from smlib import vhd
+
+        tree, store = self.tree, self.tree.store
+        child, parent = r["uuid"], r["parent"]
+        if store.exists(child):
+            if store.SIZED_CONTAINERS:
+                with tree.open(parent) as img:
+                    want = vhd.required_size(img.virtual_size)
+                mutation_point()
+                store.set_container_size(parent, want)
+            # Repeating a partial copy rewrites the same sectors: harmless.
+            mutation_point()
+            vhd.coalesce(store.activate(child), resolver=store.resolver)
+            parent_path = store.activate(parent)
+            for grandchild in r["children"]:
+                if not store.exists(grandchild):
+                    continue
+                with tree.open(grandchild, writable=True) as img:
+                    if tree.parent_of(img) == child:
+                        mutation_point()
+                        img.reparent(parent_path, store.locator(parent))
+            mutation_point()
+            store.remove(child)
+            tree.fit(parent, inflate=False)
+        for grandchild in r["children"]:
+            rec = tree.meta.vdis.get(grandchild)
+            if rec is not None:
+                rec.parent = parent
+        tree.meta.vdis.pop(child, None)
+        tree.save()

@@ -1,0 +1,89 @@
+"""Intent records for multi-step changes, and the crash-injection hook.
+
+A multi-step change (snapshot, clone, revert, delete, GC step) writes an
+intent record through the store (fsynced) before its first mutation and
+removes it after its last. The next command that changes the SR replays
+whatever records remain, under the SR lock, before doing its own work;
+each record names the handler (``op``) that knows how to roll it forward
+or back.
+
+Crash injection (tests only): with ``SM_CRASH_AT=N`` in the environment the
+Nth call of ``mutation_point()`` in this process ends it at once with
+``os._exit(CRASH_STATUS)``, as a power cut would (no cleanup, no flush).
+The tree calls it right before every mutation of the SR.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable
+
+from smlib.stores.base import Store
+
+CRASH_ENV = "SM_CRASH_AT"
+CRASH_STATUS = 99
+
+_points_seen = 0
+
+
+def mutation_point() -> None:
+    """Count a mutation point; die here if SM_CRASH_AT names this one."""
+    global _points_seen
+    at = os.environ.get(CRASH_ENV)
+    if not at:
+        return
+    _points_seen += 1
+    if _points_seen == int(at):
+        os._exit(CRASH_STATUS)
+
+
+def reset_points() -> None:
+    """Restart the count (in-process tests run several operations)."""
+    global _points_seen
+    _points_seen = 0
+
+
+Record = dict[str, Any]
+Handler = Callable[[Record], None]
+
+
+class Journal:
+    """Intent records kept by a store, as JSON documents by key."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def begin(self, key: str, record: Record) -> None:
+        """Record an intent durably; call before the change's first mutation."""
+        mutation_point()
+        self.store.journal_put(key, json.dumps(record, sort_keys=True).encode())
+
+    def end(self, key: str) -> None:
+        """Drop a finished intent (after the change's last mutation)."""
+        self.store.sync()
+        mutation_point()
+        self.store.journal_remove(key)
+
+    def pending(self) -> list[tuple[str, Record]]:
+        out = []
+        for key, data in sorted(self.store.journal_items().items()):
+            try:
+                out.append((key, json.loads(data)))
+            except ValueError:
+                # A torn record cannot exist (writes are atomic); an
+                # unreadable one is reported rather than guessed at.
+                from smlib.errors import SRError
+
+                raise SRError.from_name("MetadataError", f"bad journal record {key}") from None
+        return out
+
+    def replay(self, handlers: dict[str, Handler]) -> int:
+        """Run the handler of every pending record, then drop the record.
+        Returns how many records were replayed."""
+        done = 0
+        for key, record in self.pending():
+            handlers[record["op"]](record)
+            self.end(key)
+            done += 1
+        return done

@@ -1,0 +1,128 @@
+"""Per-SR VDI records, kept as one XML document written atomically.
+
+The images are the truth for contents, parents and the hidden flag; the
+metadata is the SR's index (so that GC and the tree need not open every
+image) plus what only the toolstack knows (names, snapshot links, attach
+state). ``sr_scan`` re-derives parents and hidden flags from the images.
+
+Document shape::
+
+    <sr uuid="..." version="1">
+      <vdi uuid="..." parent="" hidden="0" virtual_size="1073741824"
+           name_label="..." name_description="..." read_only="0"
+           is_a_snapshot="0" snapshot_of="" snapshot_time="" type="user"
+           attached="0" active="0"/>
+    </sr>
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import xml.etree.ElementTree as ET
+from typing import Optional
+
+VERSION = "1"
+_BOOLS = ("hidden", "read_only", "is_a_snapshot", "attached", "active")
+_INTS = ("virtual_size",)
+
+
+@dataclasses.dataclass
+class VDIRecord:
+    uuid: str
+    parent: str = ""  # parent volume's uuid, "" for a root
+    hidden: bool = False
+    virtual_size: int = 0
+    name_label: str = ""
+    name_description: str = ""
+    read_only: bool = False
+    is_a_snapshot: bool = False
+    snapshot_of: str = ""
+    snapshot_time: str = ""
+    type: str = "user"
+    attached: bool = False
+    active: bool = False
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> VDIRecord:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+_FIELDS = [f.name for f in dataclasses.fields(VDIRecord)]
+
+
+def _attr(rec: VDIRecord, name: str) -> str:
+    value = getattr(rec, name)
+    if name in _BOOLS:
+        return "1" if value else "0"
+    return str(value)
+
+
+def _value(name: str, text: str):
+    if name in _BOOLS:
+        return text == "1"
+    if name in _INTS:
+        return int(text)
+    return text
+
+
+class Metadata:
+    """The SR's VDI records by uuid."""
+
+    def __init__(self, sr_uuid: str = "", vdis: Optional[dict[str, VDIRecord]] = None) -> None:
+        self.sr_uuid = sr_uuid
+        self.vdis: dict[str, VDIRecord] = vdis if vdis is not None else {}
+
+    @classmethod
+    def parse(cls, data: Optional[bytes]) -> Metadata:
+        """Parse a document (None: an SR with no metadata yet)."""
+        if not data:
+            return cls()
+        try:
+            root = ET.fromstring(data)
+            vdis = {}
+            for el in root.iter("vdi"):
+                rec = VDIRecord(
+                    **{n: _value(n, el.get(n)) for n in _FIELDS if el.get(n) is not None}
+                )
+                vdis[rec.uuid] = rec
+        except (ET.ParseError, ValueError, TypeError) as e:
+            from smlib.errors import SRError
+
+            raise SRError.from_name("MetadataError", f"SR metadata unreadable: {e}") from None
+        return cls(root.get("uuid", ""), vdis)
+
+    def serialise(self) -> bytes:
+        root = ET.Element("sr", uuid=self.sr_uuid, version=VERSION)
+        for uuid in sorted(self.vdis):
+            rec = self.vdis[uuid]
+            ET.SubElement(root, "vdi", {n: _attr(rec, n) for n in _FIELDS})
+        return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+    # ---------------------------------------------------------- queries
+
+    def children(self, uuid: str) -> list[str]:
+        return sorted(u for u, r in self.vdis.items() if r.parent == uuid)
+
+    def child_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for rec in self.vdis.values():
+            if rec.parent:
+                counts[rec.parent] = counts.get(rec.parent, 0) + 1
+        return counts
+
+    def depth(self, uuid: str) -> int:
+        """Images in the chain from ``uuid`` to its root (a root alone is 1)."""
+        n = 0
+        seen = set()
+        while uuid and uuid in self.vdis and uuid not in seen:
+            seen.add(uuid)
+            n += 1
+            uuid = self.vdis[uuid].parent
+        return n
+
+    def visible(self) -> list[VDIRecord]:
+        return [r for r in self.vdis.values() if not r.hidden]

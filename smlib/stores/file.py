@@ -1,0 +1,246 @@
+"""FileStore: an SR that is a directory of VHD files.
+
+Volume ``N`` is ``<location>/N.vhd``; a child names its parent with the
+locator ``<uuid>.vhd`` (relative to the child's directory, as blktap
+writes it). Bookkeeping lives in ``<location>/.sm/``: ``metadata.xml``,
+``journal/<key>``, ``lock``. Works unchanged under pyfakefs: only
+``os``/``shutil`` calls that pyfakefs fakes are used here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Optional
+
+from smlib.stores.base import Store, is_volume_name
+
+SUFFIX = ".vhd"
+SM_DIR = ".sm"
+METADATA = "metadata.xml"
+JOURNAL_DIR = "journal"
+LOCK = "lock"
+# Partial files are built under this suffix and renamed into place, so a
+# volume name never names a half-written image.
+PART = ".part"
+
+
+def _fsync_dir(path: str) -> None:
+    """Make renames/unlinks in directory ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old or new file."""
+    tmp = path + PART
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(path))
+
+
+def _err(name: str, opterr: Optional[str] = None) -> Exception:
+    from smlib.errors import SRError
+
+    return SRError.from_name(name, opterr)
+
+
+class FileStore(Store):
+    """Volumes are ``<location>/<name>.vhd`` files."""
+
+    SIZED_CONTAINERS = False
+
+    def __init__(self, device_config: dict[str, str], sr_uuid: Optional[str]) -> None:
+        super().__init__(device_config, sr_uuid)
+        location = device_config.get("location", "")
+        if not location:
+            raise _err("ConfigLocationMissing")
+        self.dir = os.path.abspath(location)
+        self.sm_dir = os.path.join(self.dir, SM_DIR)
+        self.journal_dir = os.path.join(self.sm_dir, JOURNAL_DIR)
+
+    # ----------------------------------------------------------------- SR
+
+    def sr_exists(self) -> bool:
+        return os.path.isdir(self.sm_dir)
+
+    def sr_create(self) -> None:
+        if self.sr_exists():
+            raise _err("SRExists", f"{self.dir} already holds an SR")
+        if os.path.exists(self.dir):
+            if not os.path.isdir(self.dir):
+                raise _err("SRUnavailable", f"{self.dir} is not a directory")
+            if os.listdir(self.dir):
+                raise _err("SRExists", f"{self.dir} is not empty")
+        else:
+            os.makedirs(self.dir)
+        os.makedirs(self.journal_dir)
+        _fsync_dir(self.sm_dir)
+        _fsync_dir(self.dir)
+
+    def sr_delete(self) -> None:
+        shutil.rmtree(self.sm_dir, ignore_errors=True)
+        _fsync_dir(self.dir)
+
+    def probe(self) -> list[dict[str, str]]:
+        if not self.sr_exists():
+            return []
+        from smlib.metadata import Metadata  # lazy: probe is rare
+
+        meta = Metadata.parse(self.read_metadata())
+        return [{"uuid": meta.sr_uuid or ""}]
+
+    def free_space(self) -> int:
+        return shutil.disk_usage(self.dir).free
+
+    def total_space(self) -> int:
+        return shutil.disk_usage(self.dir).total
+
+    # ------------------------------------------------------------ volumes
+
+    def _path(self, name: str) -> str:
+        if not is_volume_name(name):
+            # The tree validates names; reaching here is a programming error.
+            raise ValueError(f"not a volume name: {name!r}")
+        return os.path.join(self.dir, name + SUFFIX)
+
+    def list_volumes(self) -> list[str]:
+        out = []
+        for entry in os.listdir(self.dir):
+            if entry.endswith(SUFFIX) and is_volume_name(entry[: -len(SUFFIX)]):
+                out.append(entry[: -len(SUFFIX)])
+        return out
+
+    def exists(self, name: str) -> bool:
+        return os.path.exists(self._path(name))
+
+    def locator(self, name: str) -> str:
+        return name + SUFFIX
+
+    def name_of_locator(self, locator: str) -> Optional[str]:
+        # blktap locators may carry "./"; nothing with a directory part is ours.
+        if locator.startswith("./"):
+            locator = locator[2:]
+        if not locator.endswith(SUFFIX):
+            return None
+        name = locator[: -len(SUFFIX)]
+        return name if is_volume_name(name) else None
+
+    def location(self, name: str) -> str:
+        return name
+
+    def _build(self, name: str, make) -> None:
+        """Create volume ``name`` by ``make(tmp_path)`` then rename it in."""
+        from smlib import vhd
+
+        path = self._path(name)
+        if os.path.exists(path):
+            raise _err("VDIExists", name)
+        tmp = path + PART
+        try:
+            make(tmp, vhd)
+            os.rename(tmp, path)
+        except OSError as e:
+            _unlink(tmp)
+            if e.errno == 28:  # ENOSPC
+                raise _err("SRNoSpace", str(e)) from e
+            raise
+        except BaseException:
+            _unlink(tmp)
+            raise
+
+    def create_vhd(self, name: str, virtual_size: int, *, hidden: bool = False) -> None:
+        self._build(name, lambda tmp, vhd: vhd.create(tmp, virtual_size, hidden=hidden))
+
+    def create_child(self, name: str, parent: str, *, hidden: bool = False) -> None:
+        parent_path = self._path(parent)
+        locator = self.locator(parent)
+        self._build(name, lambda tmp, vhd: vhd.snapshot(
+            tmp, parent_path, parent_locator=locator, hidden=hidden, resolver=self.resolver))
+
+    def rename(self, old: str, new: str) -> None:
+        dst = self._path(new)
+        if os.path.exists(dst):
+            raise _err("VDIExists", new)
+        os.rename(self._path(old), dst)
+
+    def replace(self, src: str, dst: str) -> None:
+        src_path = self._path(src)
+        if not os.path.exists(src_path):
+            return  # already done: resumable by contract
+        os.replace(src_path, self._path(dst))
+        _fsync_dir(self.dir)
+
+    def remove(self, name: str) -> None:
+        _unlink(self._path(name))
+
+    def activate(self, name: str, *, keep: bool = False) -> str:
+        return self._path(name)
+
+    def utilisation(self, name: str) -> int:
+        return os.stat(self._path(name)).st_size
+
+    def sync(self) -> None:
+        _fsync_dir(self.dir)
+
+    def close(self) -> None:
+        return None
+
+    def garbage_files(self) -> list[str]:
+        """Leftover ``*.part`` files of interrupted creations (cleaned by GC)."""
+        return [e for e in os.listdir(self.dir) if e.endswith(SUFFIX + PART)]
+
+    def remove_garbage(self) -> None:
+        for entry in self.garbage_files():
+            _unlink(os.path.join(self.dir, entry))
+        for entry in os.listdir(self.sm_dir):
+            if entry.endswith(PART):
+                _unlink(os.path.join(self.sm_dir, entry))
+
+    # -------------------------------------------------- SR bookkeeping
+
+    def read_metadata(self) -> Optional[bytes]:
+        try:
+            with open(os.path.join(self.sm_dir, METADATA), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def write_metadata(self, data: bytes) -> None:
+        write_atomic(os.path.join(self.sm_dir, METADATA), data)
+
+    def journal_put(self, key: str, data: bytes) -> None:
+        write_atomic(os.path.join(self.journal_dir, key), data)
+
+    def journal_items(self) -> dict[str, bytes]:
+        out = {}
+        try:
+            entries = os.listdir(self.journal_dir)
+        except FileNotFoundError:
+            return out
+        for key in entries:
+            if key.endswith(PART):
+                continue  # an unfinished put: its intent was never recorded
+            with open(os.path.join(self.journal_dir, key), "rb") as f:
+                out[key] = f.read()
+        return out
+
+    def journal_remove(self, key: str) -> None:
+        _unlink(os.path.join(self.journal_dir, key))
+        _fsync_dir(self.journal_dir)
+
+    def lock_path(self) -> str:
+        return os.path.join(self.sm_dir, LOCK)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
