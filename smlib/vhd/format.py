@@ -104,6 +104,19 @@ def bytes_checksum(buf: bytes) -> int:
     return (~sum(buf)) & 0xFFFFFFFF
 
 
+def _verified(buf: bytes, size: int, cookie: bytes, csum_at: int, what: str, path: str,
+              offset: int) -> int:
+    """The stored checksum of a structure whose size, cookie and checksum are right."""
+    if len(buf) < size:
+        raise VHDError(path, offset, f"{what} truncated")
+    if buf[:len(cookie)] != cookie:
+        raise VHDError(path, offset, f"bad {what} cookie")
+    stored = struct.unpack_from(">I", buf, csum_at)[0]
+    if stored != checksum(buf, csum_at):
+        raise VHDError(path, offset, f"bad {what} checksum")
+    return stored
+
+
 def round_up(value: int, unit: int) -> int:
     return -(-value // unit) * unit
 
@@ -170,13 +183,7 @@ class Footer:
 
     @classmethod
     def unpack(cls, buf: bytes, path: str, offset: int) -> Footer:
-        if len(buf) < FOOTER_SIZE:
-            raise VHDError(path, offset, "footer truncated")
-        if buf[F_COOKIE:F_COOKIE + 8] != FOOTER_COOKIE:
-            raise VHDError(path, offset, "bad footer cookie")
-        stored = struct.unpack_from(">I", buf, F_CHECKSUM)[0]
-        if stored != checksum(buf, F_CHECKSUM):
-            raise VHDError(path, offset, "bad footer checksum")
+        stored = _verified(buf, FOOTER_SIZE, FOOTER_COOKIE, F_CHECKSUM, "footer", path, offset)
         features, version = struct.unpack_from(">II", buf, F_FEATURES)
         data_offset, timestamp = struct.unpack_from(">QI", buf, F_DATA_OFFSET)
         creator_version, creator_os = struct.unpack_from(">II", buf, F_CREATOR_VERSION)
@@ -247,13 +254,7 @@ class Header:
 
     @classmethod
     def unpack(cls, buf: bytes, path: str, offset: int) -> Header:
-        if len(buf) < HEADER_SIZE:
-            raise VHDError(path, offset, "header truncated")
-        if buf[H_COOKIE:H_COOKIE + 8] != HEADER_COOKIE:
-            raise VHDError(path, offset, "bad header cookie")
-        stored = struct.unpack_from(">I", buf, H_CHECKSUM)[0]
-        if stored != checksum(buf, H_CHECKSUM):
-            raise VHDError(path, offset, "bad header checksum")
+        stored = _verified(buf, HEADER_SIZE, HEADER_COOKIE, H_CHECKSUM, "header", path, offset)
         data_offset, table_offset, version, max_bat, block_size = struct.unpack_from(
             ">QQIII", buf, H_DATA_OFFSET)
         if block_size == 0 or block_size % SECTOR or block_size & (block_size - 1):

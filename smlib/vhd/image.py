@@ -32,7 +32,7 @@ def default_resolver(child_path: str, locator: str) -> str:
     """The locator relative to the child's directory, refusing to leave it."""
     base = os.path.dirname(os.path.abspath(child_path))
     target = os.path.normpath(os.path.join(base, locator))
-    if os.path.isabs(locator) or not target.startswith(base + os.sep):
+    if "\0" in locator or os.path.isabs(locator) or not target.startswith(base + os.sep):
         raise VHDError(child_path, None,
                        f"parent locator {locator!r} points outside {base}")
     return target

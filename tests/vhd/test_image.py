@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 
 import pytest
 
@@ -13,7 +14,7 @@ MiB = 1024 * 1024
 
 
 def pattern(n: int, seed: int = 1) -> bytes:
-    return bytes((i * 7 + seed) & 0xFF for i in range(n))
+    return random.Random(seed).randbytes(n)
 
 
 def test_create_rounds_and_queries(tmp_path):
