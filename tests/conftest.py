@@ -8,6 +8,7 @@ OpaqueRef values), and stdout parsed by the independent xmlrpc.client.
 Fixtures (all return plain functions):
   xapi_params(command, **keys) -> dict      the call struct
   xapi_call(command, **keys) -> str         the methodCall text
+  xapi_xml(params, method_name=None) -> str  a params struct printed like xapi
   run_driver(driver, call=None, *, argv=None, env=None, timeout=60) -> DriverRun
   dispatch(driver_cls, command, **keys) -> value   in process; raises Fault
   sm_log -> path of the SM_LOG file every test gets (never /var/log/SMlog)
@@ -42,32 +43,33 @@ def opaque_ref() -> str:
 
 def xapi_params(
     command: str,
+    /,
     *,
-    args: Optional[list] = None,
-    device_config: Optional[dict] = None,
-    sr_uuid: Optional[str] = None,
-    vdi_uuid: Optional[str] = None,
+    args: object = (),
+    device_config: object = ...,
     **keys: object,
 ) -> dict:
     """The struct xapi's sm_exec builds for `command` (DESIGN section 3).
 
-    Keys the command needs are filled in with fresh uuids and OpaqueRefs;
-    `keys` override them, and a key given as None is left out (to build
-    requests with a key missing).
+    Keys the command gets are filled in with fresh uuids and OpaqueRefs
+    (vdi_location defaults to the given vdi_uuid); `keys` override them, and
+    a key given as None is left out (to build requests with a key missing).
+    `args` and `device_config` are sent as given (a list of strings and a
+    struct of strings, unless a test means to send something else).
     """
     params: dict = {
         "host_ref": opaque_ref(),
         "command": command,
-        "args": [str(a) for a in (args or [])],
-        "device_config": dict(device_config or {}),
+        "args": list(args) if isinstance(args, (list, tuple)) else args,
+        "device_config": {} if device_config is ... else device_config,
         "session_ref": opaque_ref(),
         "subtask_of": opaque_ref(),
     }
     if command not in NO_SR_COMMANDS:
         params["sr_ref"] = opaque_ref()
-        params["sr_uuid"] = sr_uuid or str(uuid.uuid4())
+        params["sr_uuid"] = str(uuid.uuid4())
     if command in VDI_COMMANDS:
-        vdi = vdi_uuid or str(uuid.uuid4())
+        vdi = keys.get("vdi_uuid") or str(uuid.uuid4())
         params.update(
             vdi_ref=opaque_ref(),
             vdi_uuid=vdi,
@@ -86,6 +88,8 @@ def xapi_params(
         params["vdi_location"] = params["new_uuid"]
     if command in ("vdi_snapshot", "vdi_clone"):
         params["driver_params"] = {}
+    keys.update(args=params["args"], device_config=params["device_config"])
+    keys.setdefault("command", command)
     for key, value in keys.items():
         if value is None:
             params.pop(key, None)
@@ -130,7 +134,7 @@ def xapi_xml(params: dict, method_name: Optional[str] = None) -> str:
     )
 
 
-def xapi_call(command: str, **keys: object) -> str:
+def xapi_call(command: str, /, **keys: object) -> str:
     """The methodCall text xapi would pass as argv[1] for `command`."""
     return xapi_xml(xapi_params(command, **keys))
 
@@ -216,6 +220,11 @@ def _xapi_params_fixture():
 @pytest.fixture(name="xapi_call")
 def _xapi_call_fixture():
     return xapi_call
+
+
+@pytest.fixture(name="xapi_xml")
+def _xapi_xml_fixture():
+    return xapi_xml
 
 
 @pytest.fixture(name="run_driver")
