@@ -236,6 +236,9 @@ class Toolstack:
                 }
                 if "managed" in entry:
                     facts["managed"] = _flag(entry["managed"])
+                elif "hidden" in entry:
+                    # A hidden volume is a base: on the SR, not a disk to use.
+                    facts["managed"] = not _flag(entry["hidden"])
                 if uuid in known:
                     rec = known[uuid]
                     changed = {k: v for k, v in facts.items() if getattr(rec, k) != v}
