@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 from typing import Optional, Sequence
 
 from smlib.errors import SRError
@@ -78,8 +79,12 @@ class LVChangeActivation:
         if lvs:
             store.lvm.lvchange_activate(store.vg, list(lvs), False)
 
-    def forget(self, store: LVMStore, lv: str) -> None:
-        """The LV's extents changed: device-mapper follows by itself."""
+    def before_remove(self, store: LVMStore, lv: str) -> None:
+        """lvremove -f deactivates by itself."""
+        return None
+
+    def after_resize(self, store: LVMStore, lv: str, old_size: int) -> None:
+        """device-mapper follows lvresize by itself; the path stays valid."""
         return None
 
 
@@ -143,32 +148,64 @@ class LoopActivation:
         es = store.layout().extent_size
         return run.pv, pv.pe_start + run.start * es, run.count * es
 
+    def _windows(self, pv: str, offset: int, size: int) -> list[str]:
+        real = os.path.realpath(pv)
+        return sorted(dev for dev, (backing, off, limit) in _loop_devices().items()
+                      if os.path.realpath(backing) == real and off == offset and limit == size)
+
     def activate(self, store: LVMStore, lv: str) -> tuple[str, bool]:
         """The loop device, and whether this call attached it."""
         pv, offset, size = self._window(store, lv)
-        real = os.path.realpath(pv)
-        for dev, (backing, off, limit) in sorted(_loop_devices().items()):
-            if os.path.realpath(backing) == real and off == offset and limit == size:
-                return dev, False  # same bytes already mapped (kept, or left by a crash)
+        for dev in self._windows(pv, offset, size):
+            return dev, False  # same bytes already mapped (kept, or left by a crash)
         dev = _losetup(["-f", "--show", "-o", str(offset), "--sizelimit", str(size), pv])
         return dev, True
 
     def deactivate(self, store: LVMStore, lvs: Sequence[str]) -> None:
         for lv in lvs:
-            self.forget(store, lv)
+            self.before_remove(store, lv)
 
-    def forget(self, store: LVMStore, lv: str) -> None:
-        """Detach every loop device mapping the LV's current extents (called
-        before its extents change, so no stale window survives)."""
+    def before_remove(self, store: LVMStore, lv: str) -> None:
+        """Detach every loop device mapping the LV: no window may outlive
+        the extents it shows."""
         try:
             pv, offset, size = self._window(store, lv)
         except SRError:
             return
-        real = os.path.realpath(pv)
-        for dev, (backing, off, limit) in _loop_devices().items():
-            if os.path.realpath(backing) == real and off == offset and limit == size:
-                flush_device(dev)
-                _losetup(["-d", dev])
+        for dev in self._windows(pv, offset, size):
+            flush_device(dev)
+            _losetup(["-d", dev])
+
+    def after_resize(self, store: LVMStore, lv: str, old_size: int) -> None:
+        """Windows of the LV take its new size, keeping their path, as a
+        device-mapper device does (the LV grew or shrank at its end)."""
+        pv, offset, size = self._window(store, lv)
+        for dev in self._windows(pv, offset, old_size):
+            set_loop_sizelimit(dev, size)
+
+
+# struct loop_info64 (linux/loop.h): 5 u64, 4 u32, 64+64+32 bytes, 2 u64.
+LOOP_INFO64 = struct.Struct("=QQQQQIIII64s64s32s2Q")
+LI_SIZELIMIT = 4                      # field index of lo_sizelimit
+LOOP_SET_STATUS64 = 0x4C04
+LOOP_GET_STATUS64 = 0x4C05
+
+
+def set_loop_sizelimit(dev: str, size: int) -> None:
+    """Change an attached loop device's size limit in place."""
+    import fcntl  # deferred: only the loop activation needs it
+
+    fd = os.open(dev, os.O_RDWR)
+    try:
+        buf = bytearray(LOOP_INFO64.size)
+        fcntl.ioctl(fd, LOOP_GET_STATUS64, buf)
+        fields = list(LOOP_INFO64.unpack(buf))
+        fields[LI_SIZELIMIT] = size
+        fcntl.ioctl(fd, LOOP_SET_STATUS64, LOOP_INFO64.pack(*fields))
+    except OSError as exc:
+        raise SRError.from_name("LVMResize", f"resizing loop device {dev}: {exc}") from exc
+    finally:
+        os.close(fd)
 
 
 ACTIVATIONS = {"lvchange": LVChangeActivation, "loop": LoopActivation}
@@ -502,7 +539,6 @@ class LVMStore(Store):
         want, have = self._extents_for(nbytes), info.size // es
         if want == have:
             return
-        self._drop_activation(lv)
         where = None
         if want > have and self.activation.places_extents:
             last = info.segments[-1][1]
@@ -517,7 +553,7 @@ class LVMStore(Store):
             raise SRError.from_name("SRNoSpace", f"{lv}: {want - have} more extents wanted, "
                                     f"{layout.free_extents()} free")
         self.lvm.lvresize(self.vg, lv, want, where=where)
-        info.size = want * es
+        old_size, info.size = info.size, want * es
         if where:
             _take(layout, where[0].pv, where[0].start, want - have)
             last = info.segments[-1][1]
@@ -526,6 +562,7 @@ class LVMStore(Store):
             self._shrink_segments(layout, info, have - want)
         else:
             self._extents_known = False
+        self.activation.after_resize(self, lv, old_size)
 
     @staticmethod
     def _shrink_segments(layout: Layout, info: LVInfo, drop: int) -> None:
@@ -553,9 +590,9 @@ class LVMStore(Store):
         return path
 
     def _drop_activation(self, lv: str) -> None:
-        """Before an LV's extents change or vanish, unmap it."""
+        """Before an LV vanishes, unmap it."""
         self._active.pop(lv, None)
-        self.activation.forget(self, lv)
+        self.activation.before_remove(self, lv)
 
     def activate(self, name: str, *, keep: bool = False) -> str:
         return self._activate_lv(self.lv_name(name), keep)

@@ -1,0 +1,24 @@
+"""LVMSR: VHD images in LVs of the VG ``VG_XenStorage-<sr_uuid>``.
+
+The commands are TreeSR's (smlib/drivers/file.py); only the store differs.
+"""
+
+from __future__ import annotations
+
+from smlib.drivers.file import TreeSR
+from smlib.stores.lvmstore import LVMStore
+
+
+class LVMSR(TreeSR):
+    STORE = LVMStore
+    DRIVER_INFO = {
+        "name": "LVM",
+        "description": "SR plugin which represents disks as VHD images on Logical Volumes"
+                       " within a locally-attached Volume Group, with in-place vdi_revert",
+        "vendor": "smlib",
+        "copyright": "(C) smlib authors, LGPL-2.1",
+        "driver_version": "1.0",
+        "required_api_version": "1.0",
+        "configuration": [{"key": "device",
+                           "description": "local device path(s), comma-separated"}],
+    }

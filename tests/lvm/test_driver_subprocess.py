@@ -1,0 +1,88 @@
+"""drivers/LVMSR run as a program with xapi-shaped XML, over real lvm2."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from smlib import vhd
+from smlib.stores import lvm
+
+pytestmark = pytest.mark.lvm
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def sr(loop_pv, sr_uuid, tmp_path, monkeypatch, run_driver, xapi_params):
+    """call(command, **keys) -> DriverRun on a fresh LVMSR (sr_create done)."""
+    monkeypatch.setenv("SMLIB_LVM_LOCK_DIR", str(tmp_path / "locks"))
+    dev = loop_pv()
+
+    def call(command: str, **keys):
+        keys.setdefault("device_config", {"device": dev})
+        if command not in ("sr_probe", "sr_get_driver_info"):
+            keys.setdefault("sr_uuid", sr_uuid)
+        return run_driver("LVMSR", xapi_params(command, **keys))
+
+    call("sr_create").ok()
+    call.device = dev
+    call.vg = "VG_XenStorage-" + sr_uuid
+    return call
+
+
+def test_driver_info_advertises_revert(run_driver, xapi_params):
+    info = run_driver("LVMSR", xapi_params("sr_get_driver_info")).ok()
+    assert info["name"] == "LVM"
+    assert "VDI_REVERT" in info["capabilities"]
+    assert {"key": "device", "description": "local device path(s), comma-separated"} \
+        in info["configuration"]
+
+
+def test_missing_device_is_the_real_config_error(run_driver, xapi_params):
+    run = run_driver("LVMSR", xapi_params("sr_attach", device_config={}))
+    assert run.fault is not None and run.fault.faultCode == 90
+
+
+def test_create_write_snapshot_revert_delete(sr):
+    vdi = sr("vdi_create", args=[str(16 * MiB), "disk", "", "", "false", "", "", "false"]).ok()
+    assert vdi["location"] == vdi["uuid"]
+    lv = "VHD-" + vdi["uuid"]
+    assert lvm.layout(sr.vg).lvs[lv].size == 4 * MiB              # deflated when detached
+    path = sr("vdi_attach", vdi_uuid=vdi["uuid"], args=["true"]).ok()["params"]
+    assert lvm.layout(sr.vg).lvs[lv].size >= vhd.required_size(16 * MiB)   # inflated
+    old = os.urandom(2 * MiB)
+    with vhd.open_image(path, writable=True) as img:
+        img.write(0, old)
+    sr("vdi_detach", vdi_uuid=vdi["uuid"]).ok()
+    snap = sr("vdi_snapshot", vdi_uuid=vdi["uuid"]).ok()
+    path = sr("vdi_attach", vdi_uuid=vdi["uuid"], args=["true"]).ok()["params"]
+    with vhd.open_image(path, writable=True) as img:
+        img.write(0, os.urandom(2 * MiB))
+    sr("vdi_detach", vdi_uuid=vdi["uuid"]).ok()
+
+    assert sr("vdi_revert", vdi_uuid=snap["uuid"], args=[vdi["uuid"]]).ok() is None
+
+    listing = {v["uuid"]: v for v in sr("vdi_list").ok()}
+    assert listing[vdi["uuid"]]["hidden"] is False
+    path = sr("vdi_attach", vdi_uuid=vdi["uuid"], args=["false"]).ok()["params"]
+    from smlib.stores.lvmstore import LVMStore
+
+    store = LVMStore({"device": sr.device}, sr.vg[len("VG_XenStorage-"):])
+    try:
+        with vhd.open_image(path, resolver=store.resolver) as img:
+            assert img.read(0, len(old)) == old
+    finally:
+        store.close()
+    sr("vdi_detach", vdi_uuid=vdi["uuid"]).ok()
+    run = sr("sr_delete")
+    assert run.fault is not None and run.fault.faultCode == 39    # SRNotEmpty
+    sr("vdi_delete", vdi_uuid=vdi["uuid"]).ok()
+    sr("vdi_delete", vdi_uuid=snap["uuid"]).ok()
+    sr("sr_delete").ok()
+    assert lvm.layout(sr.vg) is None
+
+
+def test_probe_finds_the_sr(sr, sr_uuid):
+    run = sr("sr_probe")
+    assert f"<UUID>{sr_uuid}</UUID>" in run.ok()
