@@ -201,9 +201,6 @@ class Toolstack:
         A driver that cannot list (vdi_list unimplemented: DummySR keeps
         nothing) leaves the records as they are.
         """
-        info = self.driver_info(sr.type)
-        if list(info["capabilities"]) != sr.capabilities:
-            sr = self.db.update(sr, capabilities=list(info["capabilities"]))
         self.call_sr(sr, "sr_scan")
         try:
             listed = self.call_sr(sr, "vdi_list")

@@ -24,13 +24,6 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 DRIVERS_DIR = os.path.join(REPO_ROOT, "drivers")
 
 
-def have_driver(name: str) -> bool:
-    return os.access(os.path.join(DRIVERS_DIR, name), os.X_OK)
-
-
-needs_filesr = pytest.mark.skipif(not have_driver("FileSR"), reason="drivers/FileSR not there yet")
-
-
 @pytest.fixture
 def db(tmp_path) -> Database:
     database = Database(str(tmp_path / "state.db"))

@@ -1,0 +1,196 @@
+"""In-place revert, the fallback and failure handling on a real FileSR.
+
+Every driver call is a real drivers/FileSR process on a real temporary
+directory; contents go in and out through attach + the VHD library, as
+vdi-import / vdi-export do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from smlib.toolstack.db import VBDRecord, VDIRecord
+from smlib.toolstack.revert import CLONE, IN_PLACE
+from smlib.toolstack.runner import DriverFault, ToolstackError
+from smlib.toolstack.transfer import vdi_export, vdi_import
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+pytestmark = pytest.mark.skipif(
+    not os.access(os.path.join(REPO_ROOT, "drivers", "FileSR"), os.X_OK),
+    reason="drivers/FileSR is not there",
+)
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def sr(ts, tmp_path):
+    location = tmp_path / "sr"
+    location.mkdir()
+    return ts.sr_create("file", {"location": str(location)}, "local")
+
+
+def pattern(seed: int, size: int = 6 * MiB) -> bytes:
+    """Distinct, reproducible data; 4 KiB-aligned regions, some left zero."""
+    block = hashlib.sha256(str(seed).encode()).digest() * 128  # 4 KiB
+    return (block * (size // len(block) // 2)) + bytes(size // 2)
+
+
+def put(ts, vdi, data: bytes, tmp_path) -> None:
+    src = tmp_path / "in.raw"
+    src.write_bytes(data)
+    vdi_import(ts, ts.db.get(VDIRecord, vdi.ref), str(src))
+
+
+def content(ts, vdi, tmp_path, length: int = 6 * MiB) -> bytes:
+    out = tmp_path / "out.raw"
+    vdi_export(ts, ts.db.get(VDIRecord, vdi.ref), str(out))
+    data = out.read_bytes()
+    assert len(data) == ts.db.get(VDIRecord, vdi.ref).virtual_size
+    return data[:length]
+
+
+def managed(ts, sr) -> dict:
+    return {v.uuid: v for v in ts.db.select(VDIRecord, sr_ref=sr.ref, managed=True)}
+
+
+def assert_db_matches_sr(ts, sr) -> None:
+    """sr-scan finds nothing to change among the disks the records describe."""
+    before = managed(ts, sr)
+    ts.sr_scan(ts.db.get(type(sr), sr.ref))
+    assert managed(ts, sr) == before
+    on_sr = {v["uuid"] for v in ts.call_sr(sr, "vdi_list") if not v["hidden"]}
+    assert on_sr == set(before)
+
+
+def test_in_place_keeps_identity_and_restores_contents(ts, sr, tmp_path):
+    disk = ts.vdi_create(sr, 64 * MiB, "root", "root fs")
+    vm = ts.vm_create("vm", [disk])
+    put(ts, disk, pattern(1), tmp_path)
+    snap1 = ts.vdi_snapshot(disk)
+    put(ts, disk, pattern(2), tmp_path)
+    snap2 = ts.vdi_snapshot(disk)
+    put(ts, disk, pattern(3), tmp_path)
+
+    outcome = ts.vdi_revert(snap1)
+
+    assert outcome.path == IN_PLACE
+    after = ts.db.get(VDIRecord, disk.ref)
+    assert (after.ref, after.uuid, after.location, after.name_label) == (
+        disk.ref, disk.uuid, disk.location, "root")
+    assert content(ts, disk, tmp_path) == pattern(1)
+    # The snapshots are untouched and still snapshots of the same disk.
+    assert content(ts, snap1, tmp_path) == pattern(1)
+    assert content(ts, snap2, tmp_path) == pattern(2)
+    for snap in (snap1, snap2):
+        assert ts.db.get(VDIRecord, snap.ref).snapshot_of == disk.ref
+    assert [v.vdi_ref for v in ts.vbds(vm)] == [disk.ref]
+    # Reverting to the other snapshot, and again (idempotent).
+    ts.vdi_revert(snap2)
+    ts.vdi_revert(snap2)
+    assert content(ts, disk, tmp_path) == pattern(2)
+    assert_db_matches_sr(ts, sr)
+
+
+def test_withheld_capability_takes_the_fallback(ts, sr, tmp_path):
+    sr = ts.db.update(sr, capabilities=[c for c in sr.capabilities if c != "VDI_REVERT"])
+    disk = ts.vdi_create(sr, 64 * MiB, "root", "root fs")
+    vm = ts.vm_create("vm", [disk])
+    put(ts, disk, pattern(1), tmp_path)
+    snap1 = ts.vdi_snapshot(disk)
+    put(ts, disk, pattern(2), tmp_path)
+    snap2 = ts.vdi_snapshot(disk)
+
+    outcome = ts.vdi_revert(snap1)
+
+    new = outcome.result
+    assert outcome.path == CLONE and new.uuid != disk.uuid
+    assert ts.db.get(VDIRecord, disk.ref) is None
+    assert not os.path.exists(os.path.join(sr.device_config["location"], disk.uuid + ".vhd"))
+    assert (new.name_label, new.name_description) == ("root", "root fs")
+    assert [v.vdi_ref for v in ts.vbds(vm)] == [new.ref]
+    for snap in (snap1, snap2):
+        assert ts.db.get(VDIRecord, snap.ref).snapshot_of == new.ref
+    assert content(ts, new, tmp_path) == pattern(1)
+    assert content(ts, snap2, tmp_path) == pattern(2)
+    assert_db_matches_sr(ts, sr)
+
+
+def test_vm_revert_in_place_on_every_disk(ts, sr, tmp_path):
+    disks = [ts.vdi_create(sr, 16 * MiB, f"d{i}") for i in range(2)]
+    vm = ts.vm_create("vm", disks)
+    for i, d in enumerate(disks):
+        put(ts, d, pattern(10 + i), tmp_path)
+    snap = ts.vm_snapshot(vm)
+    for i, d in enumerate(disks):
+        put(ts, d, pattern(20 + i), tmp_path)
+
+    result = ts.vm_revert(snap)
+
+    assert [d.path for d in result.disks] == [IN_PLACE, IN_PLACE]
+    assert [v.vdi_ref for v in ts.vbds(vm)] == [d.ref for d in disks]
+    for i, d in enumerate(disks):
+        assert content(ts, d, tmp_path) == pattern(10 + i)
+    # The guard snapshots taken for all-or-nothing are gone again.
+    snaps = ts.db.select(VDIRecord, is_a_snapshot=True)
+    assert sorted(s.ref for s in snaps) == sorted(
+        v.vdi_ref for v in ts.db.select(VBDRecord, vm_ref=snap.ref))
+    assert_db_matches_sr(ts, sr)
+
+
+def test_vm_revert_failure_part_way_puts_every_disk_back(ts, sr, tmp_path, flaky):
+    disks = [ts.vdi_create(sr, 16 * MiB, f"d{i}") for i in range(3)]
+    vm = ts.vm_create("vm", disks)
+    for i, d in enumerate(disks):
+        put(ts, d, pattern(30 + i), tmp_path)
+    snap = ts.vm_snapshot(vm)
+    for i, d in enumerate(disks):
+        put(ts, d, pattern(40 + i), tmp_path)
+    before = managed(ts, sr)
+
+    # The second disk's in-place revert fails with no space: the first,
+    # already reverted, must be put back.
+    with pytest.raises(DriverFault) as caught:
+        flaky("vdi_revert", at=2, code=44).vm_revert(snap)
+    assert caught.value.code == 44
+
+    assert managed(ts, sr) == before
+    for i, d in enumerate(disks):
+        assert content(ts, d, tmp_path) == pattern(40 + i)
+    assert [v.vdi_ref for v in ts.vbds(vm)] == [d.ref for d in disks]
+    assert_db_matches_sr(ts, sr)
+
+
+def test_failures_in_the_fallback_leave_records_matching_the_sr(ts, sr, tmp_path, flaky):
+    sr = ts.db.update(sr, capabilities=[c for c in sr.capabilities if c != "VDI_REVERT"])
+    disks = [ts.vdi_create(sr, 16 * MiB, f"d{i}") for i in range(2)]
+    vm = ts.vm_create("vm", disks)
+    snap = ts.vm_snapshot(vm)
+    before = managed(ts, sr)
+
+    with pytest.raises(DriverFault):
+        flaky("vdi_clone", at=2).vm_revert(snap)
+    assert managed(ts, sr) == before
+    assert_db_matches_sr(ts, sr)
+
+    # The old disk cannot be destroyed after the clones are made: the revert
+    # stands (VBDs on the clones), the old disk stays recorded, unplugged.
+    os.remove(os.environ["FAIL_COUNTER"])
+    result = flaky("vdi_delete", at=1).vm_revert(snap)
+    assert len(result.warnings) == 1
+    kept = [d for d in disks if ts.db.get(VDIRecord, d.ref) is not None]
+    assert len(kept) == 1 and not ts.db.select(VBDRecord, vdi_ref=kept[0].ref)
+    assert [v.vdi_ref for v in ts.vbds(vm)] == [d.result.ref for d in result.disks]
+    assert_db_matches_sr(ts, sr)
+
+
+def test_import_refuses_an_image_bigger_than_the_disk(ts, sr, tmp_path):
+    disk = ts.vdi_create(sr, 4 * MiB, "small")
+    src = tmp_path / "big.raw"
+    src.write_bytes(bytes(4 * MiB + 512))
+    with pytest.raises(ToolstackError) as caught:
+        vdi_import(ts, disk, str(src))
+    assert caught.value.name == "VDI_TOO_SMALL"
