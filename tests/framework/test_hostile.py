@@ -12,6 +12,7 @@ import time
 import xmlrpc.client
 
 import pytest
+from xapi_harness import driver_env, xapi_call
 
 from smlib import smapi
 from smlib.drivers.dummy import DummySR
@@ -57,8 +58,6 @@ def measured_run(argv, env):
 
 @pytest.fixture(scope="module")
 def baseline_rss():
-    from conftest import driver_env, xapi_call
-
     code, out, _, _, rss = measured_run([xapi_call("sr_scan")], driver_env())
     assert code == 0 and xmlrpc.client.loads(out)[0] == (None,)
     return rss
@@ -111,8 +110,6 @@ CASES = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_hostile_input_is_a_bad_request_fault(case, baseline_rss, xapi_params, xapi_xml):
-    from conftest import driver_env
-
     argv = CASES[case](xapi_params, xapi_xml)
     code, out, err, seconds, rss = measured_run(argv, driver_env())
     assert code == 0, err
@@ -127,8 +124,6 @@ def test_hostile_input_is_a_bad_request_fault(case, baseline_rss, xapi_params, x
 
 def test_120_kib_well_formed_call_is_answered(baseline_rss, xapi_params, xapi_xml):
     """Near the kernel's 128 KiB per-argument limit, a real call still works."""
-    from conftest import driver_env
-
     code, out, err, seconds, rss = measured_run([big_call(xapi_params, xapi_xml)], driver_env())
     assert code == 0, err
     assert xmlrpc.client.loads(out)[0] == (None,)
