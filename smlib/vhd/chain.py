@@ -63,20 +63,25 @@ def import_raw(path: str, inp: BinaryIO, *, resolver: Optional[Resolver] = None)
     """Make the leaf's visible contents the raw stream; zero blocks stay unallocated."""
     with Image(path, writable=True, resolver=resolver) as img:
         size = img.virtual_size
-        step = img.block_size
+        # One reused buffer: fresh 2 MiB objects per block cost page faults.
+        buf = bytearray(img.block_size)
         offset = 0
         while offset < size:
-            want = min(step, size - offset)
-            chunk = inp.read(want)
-            if not chunk:
-                break
-            while len(chunk) < want:
-                more = inp.read(want - len(chunk))
-                if not more:
+            want = min(len(buf), size - offset)
+            view = memoryview(buf)[:want]
+            got = 0
+            while got < want:
+                n = inp.readinto(view[got:])
+                if not n:
                     break
-                chunk += more
-            if chunk != zeros(len(chunk)) or _chain_has_block(img, offset):
+                got += n
+            if not got:
+                break
+            chunk = view[:got]
+            if chunk != zeros(got) or _chain_has_block(img, offset):
                 img.write(offset, chunk)
-            offset += len(chunk)
+            offset += got
+            if got < want:
+                break
         if inp.read(1):
             raise VHDError(path, size, "raw stream longer than the virtual size")
