@@ -144,3 +144,20 @@ def test_driver_info_as_a_program(run_driver, xapi_params):
     run = run_driver("DummySR", xapi_params("sr_get_driver_info"))
     assert run.ok()["capabilities"] == EXPECTED_CAPABILITIES
     assert run.ok()["name"] == "Dummy"
+
+
+DESIGN_KEYS = {
+    "host_ref", "command", "args", "device_config", "session_ref", "sr_ref", "sr_uuid",
+    "vdi_ref", "vdi_uuid", "vdi_location", "vdi_type", "sr_sm_config", "vdi_sm_config",
+    "driver_params", "new_uuid", "subtask_of", "vdi_on_boot", "vdi_allow_caching",
+    "local_cache_sr",
+}
+
+
+def test_the_program_tests_send_every_design_key(xapi_params):
+    """The calls above, together, carry every key of DESIGN section 3, refs as OpaqueRefs."""
+    sent = [xapi_params(command, **COMMANDS[command][0]) for command in COMMANDS]
+    assert set().union(*sent) == DESIGN_KEYS
+    for params in sent:
+        refs = [v for k, v in params.items() if k.endswith("_ref") or k == "subtask_of"]
+        assert refs and all(v.startswith("OpaqueRef:") for v in refs)
