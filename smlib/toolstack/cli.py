@@ -515,15 +515,15 @@ def general_help() -> str:
 
 def report_error(exc: Exception, err: TextIO) -> None:
     """xe's shape: the error code, then its parameters."""
-    if isinstance(exc, DriverFault):
-        err.write(f"Error code: {exc.xapi_name}\n")
-        err.write(f"Error parameters: {exc.code}, {exc.name}, {exc.description}\n")
-    elif isinstance(exc, ToolstackError) and exc.code is not None:
-        err.write(f"Error code: {exc.name}\nError parameters: {exc.code}, {exc.name}, {exc}\n")
-    elif isinstance(exc, ToolstackError):
-        err.write(f"Error code: {exc.name}\nError parameters: {exc}\n")
-    else:
+    if not isinstance(exc, ToolstackError):
         err.write(f"Error: {exc}\n")
+        return
+    err.write(f"Error code: {exc.xapi_name}\n")
+    detail = exc.description if isinstance(exc, DriverFault) else str(exc)
+    if exc.code is not None:
+        err.write(f"Error parameters: {exc.code}, {exc.name}, {detail}\n")
+    else:
+        err.write(f"Error parameters: {detail}\n")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -49,6 +49,11 @@ class ToolstackError(Exception):
         self.message = message
         self.code = code
 
+    @property
+    def xapi_name(self) -> str:
+        """The error code xe would print."""
+        return self.name
+
     def __str__(self) -> str:
         return self.message
 
@@ -75,12 +80,20 @@ class DriverMissing(ToolstackError):
         super().__init__("SRUnknownType", f"driver {path} {why}", CODE_UNKNOWN_TYPE)
         self.path = path
 
+    @property
+    def xapi_name(self) -> str:
+        return "SR_UNKNOWN_DRIVER"
+
 
 class DriverProtocolError(ToolstackError):
     """The driver timed out, crashed, or printed something that is not a methodResponse."""
 
     def __init__(self, message: str) -> None:
         super().__init__("SMGeneral", message, CODE_GENERAL)
+
+    @property
+    def xapi_name(self) -> str:
+        return "SR_BACKEND_FAILURE"
 
 
 _names_by_code: Optional[dict[int, str]] = None

@@ -1,0 +1,156 @@
+"""smctl as a program: output, --json, --help, exit status 0 / 1 / 2."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\n$")
+MiB = 1 << 20
+
+
+def ok(result) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def new_uuid(result) -> str:
+    out = ok(result)
+    assert UUID.match(out), out  # a create prints the new uuid alone on its line
+    return out.strip()
+
+
+def test_help(smctl):
+    out = ok(smctl("--help"))
+    for name in ("sr-create", "vdi-revert", "vm-revert", "vdi-import"):
+        assert name in out
+    out = ok(smctl("vdi-create", "--help"))
+    assert out.startswith("usage: smctl vdi-create sr-uuid=<sr-uuid> name-label=<name-label>")
+    assert ok(smctl("help", "vm-revert")).startswith("usage: smctl vm-revert snapshot-uuid=")
+
+
+@pytest.mark.parametrize("argv, message", [
+    ((), "usage: smctl <command>"),
+    (("no-such-command",), "unknown command"),
+    (("vdi-create", "name-label=x"), "missing parameter sr-uuid, virtual-size"),
+    (("sr-list", "--minimal", "bogus=1"), "unknown field 'bogus'"),
+    (("vdi-param-list", "uuid=x", "colour=red"), "unknown parameter 'colour'"),
+    (("vdi-param-list", "uuid"), "expected key=value"),
+    (("sr-create", "type=dummy", "name-label=x", "sm-config:a=b"), "unknown parameter"),
+])
+def test_usage_errors_exit_2(smctl, argv, message):
+    result = smctl(*argv)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stdout == ""
+
+
+def test_bad_size_is_a_usage_error_and_changes_nothing(smctl):
+    sr = new_uuid(smctl("sr-create", "type=dummy", "name-label=d"))
+    result = smctl("vdi-create", f"sr-uuid={sr}", "name-label=x", "virtual-size=12XB")
+    assert result.returncode == 2 and "not a size" in result.stderr
+    assert json.loads(ok(smctl("vdi-list", "--json"))) == []
+
+
+def test_unknown_uuid_exits_1(smctl):
+    result = smctl("vdi-param-list", "uuid=00000000-0000-0000-0000-000000000000")
+    assert result.returncode == 1
+    assert "UUID_INVALID" in result.stderr and "no VDI with uuid" in result.stderr
+
+
+def test_missing_driver_exits_1_with_code_and_name(smctl):
+    result = smctl("sr-create", "type=nosuch", "name-label=x")
+    assert result.returncode == 1
+    assert "48, SRUnknownType" in result.stderr and "NosuchSR not found" in result.stderr
+
+
+def test_sr_error_exits_1_with_code_and_name(smctl, tmp_path):
+    location = tmp_path / "sr"
+    location.mkdir()
+    sr = new_uuid(smctl("sr-create", "type=file", f"device-config:location={location}",
+                        "name-label=local"))
+    vdi = new_uuid(smctl("vdi-create", f"sr-uuid={sr}", "name-label=x", "virtual-size=8MiB"))
+    result = smctl("vdi-resize", f"uuid={vdi}", "disk-size=2MiB")  # shrinking is refused
+    assert result.returncode == 1
+    assert "Error code: SR_BACKEND_FAILURE_79" in result.stderr
+    assert "79, VDISize" in result.stderr
+    param = json.loads(ok(smctl("vdi-param-list", f"uuid={vdi}", "--json")))
+    assert param["virtual-size"] == 8 * MiB  # unchanged
+    result = smctl("sr-destroy", f"uuid={sr}")
+    assert result.returncode == 1 and "39, SRNotEmpty" in result.stderr
+
+
+def test_records_text_and_json(smctl):
+    sr = new_uuid(smctl("sr-create", "type=dummy", "name-label=dummy SR"))
+    disk = new_uuid(smctl("vdi-create", f"sr-uuid={sr}", "name-label=root",
+                          "virtual-size=64MiB", "name-description=the disk"))
+    snap = new_uuid(smctl("vdi-snapshot", f"uuid={disk}"))
+
+    text = ok(smctl("vdi-param-list", f"uuid={disk}"))
+    assert re.search(rf"^uuid \( RO\)\s+: {disk}$", text, re.M)
+    assert re.search(r"^\s+name-label \( RW\): root$", text, re.M)
+    assert re.search(r"^\s+virtual-size \( RO\): 67108864$", text, re.M)
+    assert re.search(rf"^\s+sr-uuid \( RO\): {sr}$", text, re.M)
+
+    listed = json.loads(ok(smctl("vdi-list", "--json")))
+    assert [r["uuid"] for r in listed] == [disk, snap]
+    snap_rec = listed[1]
+    assert snap_rec["is-a-snapshot"] is True and snap_rec["snapshot-of"] == disk
+    assert set(listed[0]) == set(snap_rec) >= {
+        "uuid", "name-label", "name-description", "is-a-snapshot", "snapshot-of", "sr-uuid",
+        "virtual-size"}
+    # xe-style filters on any field, and --minimal
+    assert ok(smctl("vdi-list", "is-a-snapshot=true", "--minimal")).strip() == snap
+    text = ok(smctl("vdi-list", "is-a-snapshot=false"))
+    assert re.findall(r"^uuid \( RO\)\s+: (\S+)$", text, re.M) == [disk]
+    srs = json.loads(ok(smctl("sr-list", "--json")))
+    assert srs[0]["uuid"] == sr and srs[0]["type"] == "dummy"
+    assert json.loads(ok(smctl("vdi-create", f"sr-uuid={sr}", "name-label=j",
+                               "virtual-size=1GiB", "--json")))["uuid"]
+
+
+def test_vdi_revert_falls_back_on_dummy(smctl):
+    sr = new_uuid(smctl("sr-create", "type=dummy", "name-label=d"))
+    vm = new_uuid(smctl("vm-create", "name-label=vm", f"sr-uuid={sr}", "disk-sizes=64MiB"))
+    disk = json.loads(ok(smctl("vdi-list", "--json")))[0]["uuid"]
+    snap = new_uuid(smctl("vdi-snapshot", f"uuid={disk}"))
+    out = json.loads(ok(smctl("vdi-revert", f"snapshot-uuid={snap}", "--json")))
+    assert out["path"] == "clone" and out["previous-uuid"] == disk and out["uuid"] != disk
+    assert ok(smctl("vdi-list", f"uuid={disk}", "--minimal")).strip() == ""
+    snap_rec = json.loads(ok(smctl("vdi-param-list", f"uuid={snap}", "--json")))
+    assert snap_rec["snapshot-of"] == out["uuid"]
+    vm_rec = json.loads(ok(smctl("vm-param-list", f"uuid={vm}", "--json")))
+    assert vm_rec["disks"] == [f"0={out['uuid']}"]
+
+
+def test_file_sr_import_snapshot_revert_export(smctl, tmp_path):
+    location = tmp_path / "sr"
+    location.mkdir()
+    first, second = tmp_path / "first.raw", tmp_path / "second.raw"
+    first.write_bytes(b"\x5a" * (3 * MiB) + bytes(MiB))
+    second.write_bytes(b"\xa5" * (4 * MiB))
+    sr = new_uuid(smctl("sr-create", "type=file", f"device-config:location={location}",
+                        "name-label=local"))
+    vm = new_uuid(smctl("vm-create", "name-label=vm", f"sr-uuid={sr}", "disk-sizes=16MiB"))
+    disk = ok(smctl("vdi-list", "--minimal")).strip()
+    assert ok(smctl("vdi-import", f"uuid={disk}", f"filename={first}")) == ""  # quiet: no tty
+    vm_snap = new_uuid(smctl("vm-snapshot", f"uuid={vm}", "new-name-label=before"))
+    ok(smctl("vdi-import", f"uuid={disk}", f"filename={second}"))
+
+    assert ok(smctl("vm-revert", f"snapshot-uuid={vm_snap}")) == ""  # like xe: silent
+    exported = tmp_path / "out.raw"
+    ok(smctl("vdi-export", f"uuid={disk}", f"filename={exported}"))
+    data = exported.read_bytes()
+    assert len(data) == 16 * MiB and data[: 4 * MiB] == first.read_bytes()
+    assert data[4 * MiB:] == bytes(12 * MiB)
+
+    snap = ok(smctl("vdi-list", "is-a-snapshot=true", "--minimal")).strip()
+    ok(smctl("vdi-import", f"uuid={disk}", f"filename={second}"))
+    out = json.loads(ok(smctl("vdi-revert", f"snapshot-uuid={snap}", "--json")))
+    assert out == {"uuid": disk, "path": "in-place", "previous-uuid": disk}
+    result = json.loads(ok(smctl("vm-revert", f"snapshot-uuid={vm_snap}", "--json")))
+    assert result["disks"][0]["path"] == "in-place" and result["disks"][0]["uuid"] == disk
+    ok(smctl("sr-scan", f"uuid={sr}"))
+    assert ok(smctl("vdi-list", "managed=true", "--minimal")).strip().split(",") == [disk, snap]
