@@ -472,12 +472,19 @@ class Image:
         self._raw.write_at(self.footer_pos, packed)
         self._raw.truncate(self.footer_pos + fmt.FOOTER_SIZE)
 
-    def _write_batmap(self) -> None:
+    def _write_batmap(self, block: Optional[int] = None) -> None:
+        """Write the batmap (only the sector holding block's bit, when given)."""
         bh = self.batmap_header
         if bh is None or self._batmap is None:
             return
-        self._raw.write_at(bh.offset, bytes(self._batmap))
-        bh.checksum = fmt.bytes_checksum(self._batmap)
+        if block is None:
+            self._raw.write_at(bh.offset, bytes(self._batmap))
+            bh.checksum = fmt.bytes_checksum(self._batmap)
+        else:
+            at = (block >> 3) // fmt.SECTOR * fmt.SECTOR
+            self._raw.write_at(bh.offset + at, bytes(self._batmap[at:at + fmt.SECTOR]))
+            # One bit went from 0 to 1: the byte sum grew by that bit's value.
+            bh.checksum = (bh.checksum - (0x80 >> (block & 7))) & 0xFFFFFFFF
         self._raw.write_at(self.batmap_header_offset, bh.pack())
 
     def _allocate(self, block: int) -> None:
@@ -509,9 +516,9 @@ class Image:
             self._raw.write_at(self.bat[block] * fmt.SECTOR,
                                (new << pad).to_bytes(self.bitmap_bytes, "big"))
             self._bitmaps[block] = new
-            if new == self._full and self._batmap is not None:
+            if new == self._full and self._batmap is not None and not self.batmap_bit(block):
                 self._batmap[block >> 3] |= 0x80 >> (block & 7)
-                self._write_batmap()
+                self._write_batmap(block)
 
     def write(self, offset: int, data: bytes) -> None:
         """Write bytes at any offset into this image (the chain's leaf)."""
