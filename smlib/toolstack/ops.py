@@ -137,10 +137,14 @@ class Toolstack:
         self.db.insert(sr)
         try:
             self.call_sr(sr, "sr_attach")
-        except ToolstackError:
+        except ToolstackError as exc:
             # A created SR that cannot be plugged is of no use: take it back.
+            try:
+                self.call_sr(sr, "sr_delete")
+            except ToolstackError as cleanup:
+                exc.annotate(f"the SR stays recorded: sr_delete failed: {cleanup}")
+                raise exc from None
             self._forget_records(sr)
-            self.call_sr(sr, "sr_delete")
             raise
         self.sr_scan(sr)
         return sr
@@ -428,6 +432,11 @@ class Toolstack:
         return failed
 
     # Reverts live in revert.py; imports in transfer.py.
+
+    def VDI_revert(self, snapshot_ref: str, driver_params: Optional[dict[str, str]] = None) -> str:
+        """xapi's shape: VDI.revert(snapshot, driver_params) -> the ref of the reverted disk
+        (the target's own ref in place, the clone's after the fallback)."""
+        return self.vdi_revert(self._vdi_ref(snapshot_ref), driver_params).result.ref
 
     def vdi_revert(self, snapshot: VDIRecord, driver_params: Optional[dict[str, str]] = None):
         from smlib.toolstack.revert import revert_vdi

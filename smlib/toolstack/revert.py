@@ -129,12 +129,9 @@ def revert_vdi(
 
 
 def _with_notes(exc: ToolstackError, notes: list[str]) -> ToolstackError:
-    if not notes:
-        return exc
-    if isinstance(exc, DriverFault):
-        exc.description = f"{exc.description}; cleanup failed: {'; '.join(notes)}"
-        return exc
-    return ToolstackError(exc.name, f"{exc}; cleanup failed: {'; '.join(notes)}", exc.code)
+    if notes:
+        exc.annotate(f"cleanup failed: {'; '.join(notes)}")
+    return exc
 
 
 # VM.revert -------------------------------------------------------------

@@ -54,6 +54,10 @@ class ToolstackError(Exception):
         """The error code xe would print."""
         return self.name
 
+    def annotate(self, note: str) -> None:
+        """Add what went wrong while cleaning up after this error."""
+        self.message = f"{self.message}; {note}"
+
     def __str__(self) -> str:
         return self.message
 
@@ -70,6 +74,9 @@ class DriverFault(ToolstackError):
     @property
     def xapi_name(self) -> str:
         return XAPI_ERROR_NAMES.get(self.code, f"SR_BACKEND_FAILURE_{self.code}")
+
+    def annotate(self, note: str) -> None:
+        self.description = f"{self.description}; {note}"
 
     def __str__(self) -> str:
         return f"{self.command}: SR error {self.code} {self.name}: {self.description}"
