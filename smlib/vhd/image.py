@@ -425,6 +425,12 @@ class Image:
         return self._raw.read_at(self._block_data_offset(block) + s0 * fmt.SECTOR,
                                  (s1 - s0) * fmt.SECTOR)
 
+    def read_own_into(self, block: int, s0: int, s1: int, buf: bytearray) -> memoryview:
+        """Like read_own, into buf (at least a block long); returns the filled view."""
+        view = memoryview(buf)[:(s1 - s0) * fmt.SECTOR]
+        self._raw.read_into(self._block_data_offset(block) + s0 * fmt.SECTOR, view)
+        return view
+
     def _read_sectors(self, sector: int, count: int) -> bytes:
         """Sectors through the chain; past this image's size they read as zeros."""
         out = []

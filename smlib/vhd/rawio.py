@@ -51,6 +51,19 @@ class RawFile:
             raise VHDError(self.path, offset, f"short read ({length} bytes wanted)")
         return data
 
+    def read_into(self, offset: int, view: memoryview) -> None:
+        """Fill view from offset exactly (a reused buffer: no fresh allocation)."""
+        try:
+            self._f.seek(offset)
+            got = 0
+            while got < len(view):
+                n = self._f.readinto(view[got:])
+                if not n:
+                    raise VHDError(self.path, offset, f"short read ({len(view)} bytes wanted)")
+                got += n
+        except OSError as exc:
+            raise VHDError(self.path, offset, f"read error: {exc.strerror or exc}") from exc
+
     def write_at(self, offset: int, data) -> None:
         try:
             self._f.seek(offset)
