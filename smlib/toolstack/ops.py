@@ -84,7 +84,9 @@ class Toolstack:
         return rec
 
     def vbds(self, vm: VMRecord) -> list[VBDRecord]:
-        return self.db.select(VBDRecord, order="device", vm_ref=vm.ref)
+        """The VM's VBDs in device order (2 before 10)."""
+        found = self.db.select(VBDRecord, vm_ref=vm.ref)
+        return sorted(found, key=lambda v: (not v.device.isdigit(), v.device.zfill(8)))
 
     # Driver calls as xapi makes them ------------------------------------
 
@@ -369,15 +371,15 @@ class Toolstack:
         with self.db.transaction():
             self.db.insert(vm)
             for index, disk in enumerate(disks):
-                self._add_vbd(vm, disk.ref, str(index), "disk", "RO" if disk.read_only else "RW")
+                self.add_vbd(vm, disk.ref, str(index), "disk", "RO" if disk.read_only else "RW")
             # CD drives go after the disks, at xapi's usual device 3 when free.
             next_device = max(len(disks), 3)
             for cd in cds or []:
-                self._add_vbd(vm, cd.ref if cd else None, str(next_device), "cd", "RO")
+                self.add_vbd(vm, cd.ref if cd else None, str(next_device), "cd", "RO")
                 next_device += 1
         return vm
 
-    def _add_vbd(
+    def add_vbd(
         self, vm: VMRecord, vdi_ref: Optional[str], device: str, kind: str, mode: str
     ) -> VBDRecord:
         return self.db.insert(
@@ -396,9 +398,9 @@ class Toolstack:
         try:
             for vbd in self.vbds(vm):
                 if vbd.type == "disk" and vbd.vdi_ref and vbd.vdi_ref not in taken:
-                    taken[vbd.vdi_ref] = self.vdi_snapshot(self._vdi_ref(vbd.vdi_ref))
+                    taken[vbd.vdi_ref] = self.vdi_snapshot(self.vdi_by_ref(vbd.vdi_ref))
             if vm.suspend_vdi and vm.suspend_vdi not in taken:
-                taken[vm.suspend_vdi] = self.vdi_snapshot(self._vdi_ref(vm.suspend_vdi))
+                taken[vm.suspend_vdi] = self.vdi_snapshot(self.vdi_by_ref(vm.suspend_vdi))
         except ToolstackError:
             self.discard(list(taken.values()))
             raise
@@ -412,10 +414,10 @@ class Toolstack:
             for vbd in self.vbds(vm):
                 # A CD keeps pointing at the same image, as xapi does.
                 disk = taken[vbd.vdi_ref].ref if vbd.type == "disk" and vbd.vdi_ref else vbd.vdi_ref
-                self._add_vbd(snap, disk, vbd.device, vbd.type, vbd.mode)
+                self.add_vbd(snap, disk, vbd.device, vbd.type, vbd.mode)
         return snap
 
-    def _vdi_ref(self, ref: str) -> VDIRecord:
+    def vdi_by_ref(self, ref: str) -> VDIRecord:
         rec = self.db.get(VDIRecord, ref)
         if rec is None:
             raise ToolstackError("HANDLE_INVALID", f"VDI {ref} is not in the database")
@@ -436,7 +438,7 @@ class Toolstack:
     def VDI_revert(self, snapshot_ref: str, driver_params: Optional[dict[str, str]] = None) -> str:
         """xapi's shape: VDI.revert(snapshot, driver_params) -> the ref of the reverted disk
         (the target's own ref in place, the clone's after the fallback)."""
-        return self.vdi_revert(self._vdi_ref(snapshot_ref), driver_params).result.ref
+        return self.vdi_revert(self.vdi_by_ref(snapshot_ref), driver_params).result.ref
 
     def vdi_revert(self, snapshot: VDIRecord, driver_params: Optional[dict[str, str]] = None):
         from smlib.toolstack.revert import revert_vdi

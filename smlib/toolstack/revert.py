@@ -142,11 +142,11 @@ def _plan(ts: Toolstack, snap: VMRecord, vm: VMRecord) -> list[DiskRevert]:
     for vbd in ts.vbds(snap):
         if vbd.type != "disk" or not vbd.vdi_ref:
             continue
-        disk = ts._vdi_ref(vbd.vdi_ref)
+        disk = ts.vdi_by_ref(vbd.vdi_ref)
         target = ts.db.get(VDIRecord, disk.snapshot_of) if disk.snapshot_of else None
         plan.append(DiskRevert(disk, target, device=vbd.device))
     if snap.suspend_vdi:
-        disk = ts._vdi_ref(snap.suspend_vdi)
+        disk = ts.vdi_by_ref(snap.suspend_vdi)
         target = ts.db.get(VDIRecord, vm.suspend_vdi) if vm.suspend_vdi else None
         plan.append(DiskRevert(disk, target, kind="suspend"))
     return plan
@@ -229,7 +229,7 @@ def _match_layout(ts: Toolstack, vm: VMRecord, snap: VMRecord, plan: list[DiskRe
             vdi_ref = final.get(device, want.vdi_ref)
             have: Optional[VBDRecord] = current.get(device)
             if have is None:
-                ts._add_vbd(vm, vdi_ref, device, want.type, want.mode)
+                ts.add_vbd(vm, vdi_ref, device, want.type, want.mode)
             elif (have.vdi_ref, have.type, have.mode) != (vdi_ref, want.type, want.mode):
                 ts.db.update(have, vdi_ref=vdi_ref, type=want.type, mode=want.mode)
         ts.db.update(ts.db.get(VMRecord, vm.ref), suspend_vdi=suspend)

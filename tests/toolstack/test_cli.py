@@ -154,3 +154,36 @@ def test_file_sr_import_snapshot_revert_export(smctl, tmp_path):
     assert result["disks"][0]["path"] == "in-place" and result["disks"][0]["uuid"] == disk
     ok(smctl("sr-scan", f"uuid={sr}"))
     assert ok(smctl("vdi-list", "managed=true", "--minimal")).strip().split(",") == [disk, snap]
+
+
+def test_the_other_commands(smctl, tmp_path):
+    location = tmp_path / "sr"
+    location.mkdir()
+    sr = new_uuid(smctl("sr-create", "type=file", f"device-config:location={location}",
+                        "name-label=local"))
+    disk = new_uuid(smctl("vdi-create", f"sr-uuid={sr}", "name-label=a", "virtual-size=4MiB"))
+    assert ok(smctl("vdi-param-set", f"uuid={disk}", "name-label=renamed")) == ""
+    assert ok(smctl("vdi-resize", f"uuid={disk}", "disk-size=8MiB")) == ""
+    rec = json.loads(ok(smctl("vdi-param-list", f"uuid={disk}", "--json")))
+    assert (rec["name-label"], rec["virtual-size"]) == ("renamed", 8 * MiB)
+    clone = new_uuid(smctl("vdi-clone", f"uuid={disk}", "new-name-label=copy"))
+    assert json.loads(ok(smctl("vdi-param-list", f"uuid={clone}", "--json")))[
+        "name-label"] == "copy"
+    vm = new_uuid(smctl("vm-create", "name-label=vm", f"vdi-uuids={disk},{clone}"))
+    vbds = json.loads(ok(smctl("vbd-list", f"vm-uuid={vm}", "--json")))
+    assert [(v["device"], v["vdi-uuid"]) for v in vbds] == [("0", disk), ("1", clone)]
+    result = smctl("vm-revert", f"snapshot-uuid={vm}")
+    assert result.returncode == 1 and "VM_IS_NOT_A_SNAPSHOT" in result.stderr
+    ok(smctl("vm-destroy", f"uuid={vm}"))
+    assert json.loads(ok(smctl("vbd-list", "--json"))) == []
+    ok(smctl("vdi-destroy", f"uuid={clone}"))
+    # Forget and introduce again: the disks come back from the SR itself.
+    ok(smctl("sr-forget", f"uuid={sr}"))
+    assert json.loads(ok(smctl("vdi-list", "--json"))) == []
+    assert new_uuid(smctl("sr-introduce", "type=file", f"uuid={sr}",
+                          f"device-config:location={location}", "name-label=again")) == sr
+    visible = ok(smctl("vdi-list", "managed=true", "--minimal")).strip()
+    assert visible == disk
+    ok(smctl("vdi-destroy", f"uuid={disk}"))
+    ok(smctl("sr-destroy", f"uuid={sr}"))
+    assert json.loads(ok(smctl("sr-list", "--json"))) == []

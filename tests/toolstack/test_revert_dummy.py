@@ -77,7 +77,7 @@ def test_vm_revert_clones_every_disk_and_keeps_cds(ts, sr):
     snap_vbds = ts.vbds(snap)
     # A disk added after the snapshot is unplugged by the revert (and kept).
     late = ts.vdi_create(sr, 4 * MiB, "late")
-    ts._add_vbd(vm, late.ref, "5", "disk", "RW")
+    ts.add_vbd(vm, late.ref, "5", "disk", "RW")
 
     result = ts.vm_revert(snap)
 

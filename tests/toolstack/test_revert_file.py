@@ -194,3 +194,20 @@ def test_import_refuses_an_image_bigger_than_the_disk(ts, sr, tmp_path):
     with pytest.raises(ToolstackError) as caught:
         vdi_import(ts, disk, str(src))
     assert caught.value.name == "VDI_TOO_SMALL"
+
+
+def test_a_refusal_is_not_a_reason_to_clone(ts, sr, tmp_path):
+    disk = ts.vdi_create(sr, 16 * MiB, "busy")
+    put(ts, disk, pattern(5), tmp_path)
+    snap = ts.vdi_snapshot(disk)
+    put(ts, disk, pattern(6), tmp_path)
+    ts.call_vdi(disk, "vdi_attach", args=["true"])  # as if a VM were running on it
+    before = ts.db.select(VDIRecord)
+    with pytest.raises(DriverFault) as caught:
+        ts.vdi_revert(snap)
+    assert (caught.value.code, caught.value.name, caught.value.xapi_name) == (
+        24, "VDIInUse", "VDI_IN_USE")
+    assert ts.db.select(VDIRecord) == before
+    ts.call_vdi(disk, "vdi_detach")
+    assert content(ts, disk, tmp_path) == pattern(6)
+    assert_db_matches_sr(ts, sr)
