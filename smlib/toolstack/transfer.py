@@ -96,9 +96,11 @@ def vdi_export(
     from smlib import vhd
 
     done = 0
-    with attached(ts, vdi, writable=False) as path, open(filename, "wb") as out:
+    with attached(ts, vdi, writable=False) as path:
+        created = False
         try:
-            with vhd.open_image(path) as image:
+            with vhd.open_image(path) as image, open(filename, "wb") as out:
+                created = True
                 total = image.virtual_size
                 while done < total:
                     length = min(CHUNK, total - done)
@@ -111,6 +113,11 @@ def vdi_export(
                     if progress:
                         progress(done, total)
                 out.truncate(done)
-        except vhd.VHDError as exc:
-            raise _vhd_error(exc, vdi) from None
+        except BaseException as exc:
+            # No half-written image left behind to be mistaken for an export.
+            if created:
+                os.remove(filename)
+            if isinstance(exc, vhd.VHDError):
+                raise _vhd_error(exc, vdi) from None
+            raise
     return done

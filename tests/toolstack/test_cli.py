@@ -187,3 +187,17 @@ def test_the_other_commands(smctl, tmp_path):
     ok(smctl("vdi-destroy", f"uuid={disk}"))
     ok(smctl("sr-destroy", f"uuid={sr}"))
     assert json.loads(ok(smctl("sr-list", "--json"))) == []
+
+
+def test_import_into_a_driver_without_vhd_fails_cleanly(smctl, tmp_path):
+    sr = new_uuid(smctl("sr-create", "type=dummy", "name-label=d"))
+    disk = new_uuid(smctl("vdi-create", f"sr-uuid={sr}", "name-label=x", "virtual-size=4MiB"))
+    raw = tmp_path / "in.raw"
+    raw.write_bytes(b"x" * 4096)
+    result = smctl("vdi-import", f"uuid={disk}", f"filename={raw}")
+    assert result.returncode == 1 and "VDI_IO_ERROR" in result.stderr
+    out = tmp_path / "out.raw"
+    result = smctl("vdi-export", f"uuid={disk}", f"filename={out}")
+    assert result.returncode == 1 and not out.exists()
+    result = smctl("vdi-import", f"uuid={disk}", f"filename={tmp_path / 'missing.raw'}")
+    assert result.returncode == 1 and "FILE_NOT_FOUND" in result.stderr

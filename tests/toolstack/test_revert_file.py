@@ -211,3 +211,20 @@ def test_a_refusal_is_not_a_reason_to_clone(ts, sr, tmp_path):
     ts.call_vdi(disk, "vdi_detach")
     assert content(ts, disk, tmp_path) == pattern(6)
     assert_db_matches_sr(ts, sr)
+
+
+def test_scan_adopts_and_forgets_what_changed_behind_the_records(ts, sr):
+    """What an interrupted smctl leaves (a driver change never recorded) is
+    put right by sr-scan: new volumes are adopted, vanished ones forgotten."""
+    disk = ts.vdi_create(sr, 16 * MiB, "kept")
+    gone = ts.vdi_create(sr, 16 * MiB, "gone")
+    vm = ts.vm_create("vm", [disk, gone])
+    unrecorded = ts.call_vdi(disk, "vdi_clone")  # the driver did it; no record yet
+    ts.call_vdi(gone, "vdi_delete")  # deleted on the SR, still recorded
+    ts.sr_scan(sr)
+    adopted = ts.db.by_uuid(VDIRecord, unrecorded["uuid"])
+    assert adopted is not None and adopted.managed and adopted.sr_ref == sr.ref
+    assert adopted.virtual_size == 16 * MiB
+    assert ts.db.get(VDIRecord, gone.ref) is None
+    assert [v.vdi_ref for v in ts.vbds(vm)] == [disk.ref]
+    assert_db_matches_sr(ts, sr)
