@@ -93,7 +93,7 @@ class Command:
         parts += [f"[{k}=<{k}>]" for k in self.optional]
         parts += [f"[{m}:<key>=<value>]" for m in self.maps]
         if self.filters:
-            parts.append("[<field>=<value> ...] [--minimal]")
+            parts.append("[<field>=<value> ...] [params=<field>,...|all] [--minimal]")
         return f"usage: smctl {self.name} {' '.join(parts)} [--json]".rstrip()
 
 
@@ -241,17 +241,25 @@ def emit_records(
     ts: Toolstack, fields: list[Field], records: list, args: Args, out: TextIO
 ) -> None:
     rows = [to_dict(ts, fields, r) for r in records]
-    filters = {k: v for k, v in args.values.items()}
-    if filters:
-        known = {name for name, _rw, _get in fields}
-        unknown = sorted(set(filters) - known)
-        if unknown:
-            raise UsageError(f"unknown field {unknown[0]!r} (fields: {', '.join(sorted(known))})")
-        rows = [r for r in rows if all(_text(r[k]) == v for k, v in filters.items())]
+    filters = {k: v for k, v in args.values.items() if k != "params"}
+    known = {name for name, _rw, _get in fields}
+    unknown = sorted(set(filters) - known)
+    if unknown:
+        raise UsageError(f"unknown field {unknown[0]!r} (fields: {', '.join(sorted(known))})")
+    rows = [r for r in rows if all(_text(r[k]) == v for k, v in filters.items())]
+    if args.get("params", "all") != "all":
+        # xe's params=a,b: only those fields, in the order given
+        wanted = [p.strip() for p in args["params"].split(",") if p.strip()]
+        unknown = [p for p in wanted if p not in known]
+        if unknown or not wanted:
+            raise UsageError(f"unknown field in params: {unknown[0] if unknown else '(none)'}")
+        fields = [next(f for f in fields if f[0] == name) for name in wanted]
+        rows = [{name: r[name] for name in wanted} for r in rows]
     if args.json:
         out.write(json.dumps(rows, indent=2) + "\n")
     elif args.minimal:
-        out.write(",".join(r["uuid"] for r in rows) + "\n")
+        first = fields[0][0]  # uuid, unless params= chose otherwise
+        out.write(",".join(_text(r[first]) for r in rows) + "\n")
     else:
         out.write("".join(format_record(fields, r) + "\n\n\n" for r in rows))
 

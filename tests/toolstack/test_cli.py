@@ -105,6 +105,12 @@ def test_records_text_and_json(smctl):
     assert ok(smctl("vdi-list", "is-a-snapshot=true", "--minimal")).strip() == snap
     text = ok(smctl("vdi-list", "is-a-snapshot=false"))
     assert re.findall(r"^uuid \( RO\)\s+: (\S+)$", text, re.M) == [disk]
+    assert json.loads(ok(smctl("vdi-list", "params=name-label,uuid", "is-a-snapshot=false",
+                               "--json"))) == [{"name-label": "root", "uuid": disk}]
+    assert ok(smctl("vdi-list", "params=name-label", "--minimal")) == "root,root\n"
+    text = ok(smctl("vdi-list", f"uuid={snap}", "params=uuid,snapshot-of"))
+    assert text == f"uuid ( RO)       : {snap}\nsnapshot-of ( RO): {disk}\n\n\n"
+    assert smctl("vdi-list", "params=colour").returncode == 2
     srs = json.loads(ok(smctl("sr-list", "--json")))
     assert srs[0]["uuid"] == sr and srs[0]["type"] == "dummy"
     assert json.loads(ok(smctl("vdi-create", f"sr-uuid={sr}", "name-label=j",
