@@ -8,6 +8,8 @@ from . import format as fmt
 from .errors import VHDError
 from .image import Image, Resolver, zeros
 
+IMPORT_BLOCKS = 16        # blocks read from the stream at a time
+
 
 def chain(path: str, *, resolver: Optional[Resolver] = None) -> List[str]:
     """Paths of the image and its ancestors, leaf first (parents checked)."""
@@ -60,27 +62,45 @@ def _chain_has_block(img: Optional[Image], offset: int) -> bool:
     return False
 
 
+def _read_full(inp: BinaryIO, view: memoryview) -> int:
+    got = 0
+    while got < len(view):
+        n = inp.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return got
+
+
 def import_raw(path: str, inp: BinaryIO, *, resolver: Optional[Resolver] = None) -> None:
-    """Make the leaf's visible contents the raw stream; zero blocks stay unallocated."""
+    """Make the leaf's visible contents the raw stream; zero blocks stay unallocated.
+
+    A stream shorter than the disk leaves the rest of the disk as it was; a
+    longer one raises VHDError once the disk is full.
+    """
     with Image(path, writable=True, resolver=resolver) as img:
-        size = img.virtual_size
-        # One reused buffer: fresh 2 MiB objects per block cost page faults.
-        buf = bytearray(img.block_size)
+        size, step = img.virtual_size, img.block_size
+        # One reused buffer of several blocks: fresh 2 MiB objects cost page
+        # faults, and one write() per run of blocks writes the metadata once.
+        buf = bytearray(step * IMPORT_BLOCKS)
         offset = 0
         while offset < size:
             want = min(len(buf), size - offset)
-            view = memoryview(buf)[:want]
-            got = 0
-            while got < want:
-                n = inp.readinto(view[got:])
-                if not n:
-                    break
-                got += n
+            got = _read_full(inp, memoryview(buf)[:want])
             if not got:
                 break
-            chunk = view[:got]
-            if chunk != zeros(got) or _chain_has_block(img, offset):
-                img.write(offset, chunk)
+            chunk = memoryview(buf)[:got]
+            run = None          # start (within chunk) of the pending run to write
+            for at in range(0, len(chunk), step):
+                piece = chunk[at:at + step]
+                skip = piece == zeros(len(piece)) and not _chain_has_block(img, offset + at)
+                if skip and run is not None:
+                    img.write(offset + run, chunk[run:at])
+                    run = None
+                elif not skip and run is None:
+                    run = at
+            if run is not None:
+                img.write(offset + run, chunk[run:])
             offset += got
             if got < want:
                 break

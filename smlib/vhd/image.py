@@ -22,6 +22,7 @@ Resolver = Callable[[str, str], str]
 
 MAX_VIRTUAL_SIZE = 2 * 1024 ** 4      # 2 TiB: blktap's practical limit
 _ZERO_BLOCK = bytes(fmt.BLOCK_SIZE)
+FLUSH_EVERY = 16          # blocks allocated by one write before metadata is written
 
 
 def zeros(length: int) -> bytes:
@@ -184,6 +185,8 @@ class Image:
         self._parent: Optional[Image] = None
         self._bat: Optional[array] = None
         self._bitmaps: Dict[int, int] = {}
+        self._pending_bat: Set[int] = set()       # allocated, BAT entry not yet written
+        self._pending_batmap: Set[int] = set()    # batmap bit set, not yet written
         self._raw = RawFile(path, writable)
         try:
             self._load()
@@ -378,6 +381,8 @@ class Image:
         return [i for i, e in enumerate(self.bat) if e != fmt.UNALLOCATED]
 
     def is_empty(self) -> bool:
+        if self._bat is not None:
+            return self._bat.count(fmt.UNALLOCATED) == len(self._bat)
         raw = self._raw.read_at(self.header.table_offset, self.header.max_bat * 4)
         return raw == b"\xff" * len(raw)
 
@@ -478,23 +483,16 @@ class Image:
         self._raw.write_at(self.footer_pos, packed)
         self._raw.truncate(self.footer_pos + fmt.FOOTER_SIZE)
 
-    def _write_batmap(self, block: Optional[int] = None) -> None:
-        """Write the batmap (only the sector holding block's bit, when given)."""
+    def _write_batmap(self) -> None:
         bh = self.batmap_header
         if bh is None or self._batmap is None:
             return
-        if block is None:
-            self._raw.write_at(bh.offset, bytes(self._batmap))
-            bh.checksum = fmt.bytes_checksum(self._batmap)
-        else:
-            at = (block >> 3) // fmt.SECTOR * fmt.SECTOR
-            self._raw.write_at(bh.offset + at, bytes(self._batmap[at:at + fmt.SECTOR]))
-            # One bit went from 0 to 1: the byte sum grew by that bit's value.
-            bh.checksum = (bh.checksum - (0x80 >> (block & 7))) & 0xFFFFFFFF
+        self._raw.write_at(bh.offset, bytes(self._batmap))
+        bh.checksum = fmt.bytes_checksum(self._batmap)
         self._raw.write_at(self.batmap_header_offset, bh.pack())
 
     def _allocate(self, block: int) -> None:
-        """Append a block (4 KiB-aligned data) and move the trailing footer after it."""
+        """Place a new block at the end (4 KiB-aligned data); metadata follows in flush()."""
         bm_at = fmt.round_up(self.footer_pos + self.bitmap_bytes, fmt.DATA_ALIGN) \
             - self.bitmap_bytes
         new_end = bm_at + self.bitmap_bytes + self.block_size
@@ -502,17 +500,20 @@ class Image:
             raise VHDError(self.path, new_end, "container too small for another block")
         if bm_at // fmt.SECTOR >= fmt.UNALLOCATED:
             raise VHDError(self.path, bm_at, "image too large for 32-bit BAT entries")
-        self._raw.write_at(bm_at, bytes(self.bitmap_bytes))
         self.footer_pos = new_end
-        self._write_footers(copy_too=False)
         self.bat[block] = bm_at // fmt.SECTOR
-        self._raw.write_at(self.header.table_offset + 4 * block,
-                           (bm_at // fmt.SECTOR).to_bytes(4, "big"))
+        self._pending_bat.add(block)
         self._bitmaps[block] = 0
 
     def write_own(self, block: int, s0: int, s1: int, data) -> None:
-        """Write whole sectors [s0, s1) of a block into this image."""
+        """Write whole sectors [s0, s1) of a block into this image (no chain).
+
+        New blocks' BAT entries and the footer are written by flush(), every
+        FLUSH_EVERY allocations, and by close().
+        """
         if self.bat[block] == fmt.UNALLOCATED:
+            if len(self._pending_bat) >= FLUSH_EVERY:
+                self.flush()
             self._allocate(block)
         self._raw.write_at(self._block_data_offset(block) + s0 * fmt.SECTOR, data)
         old = self.bitmap(block)
@@ -524,7 +525,32 @@ class Image:
             self._bitmaps[block] = new
             if new == self._full and self._batmap is not None and not self.batmap_bit(block):
                 self._batmap[block >> 3] |= 0x80 >> (block & 7)
-                self._write_batmap(block)
+                self._pending_batmap.add(block)
+
+    def flush(self) -> None:
+        """Write the metadata that block writes left pending.
+
+        Order: data and bitmaps are already on their way; then the trailing
+        footer at the new end, then the BAT entries (a crash before them only
+        orphans the new blocks), then the batmap.
+        """
+        if self._pending_bat:
+            self._write_footers(copy_too=False)
+            lo, hi = min(self._pending_bat), max(self._pending_bat) + 1
+            entries = array("I", self.bat[lo:hi])
+            if sys.byteorder == "little":
+                entries.byteswap()
+            self._raw.write_at(self.header.table_offset + 4 * lo, entries.tobytes())
+            self._pending_bat.clear()
+        bh = self.batmap_header
+        if self._pending_batmap and bh is not None and self._batmap is not None:
+            for block in self._pending_batmap:
+                # Each bit went from 0 to 1: the byte sum grew by its value.
+                bh.checksum = (bh.checksum - (0x80 >> (block & 7))) & 0xFFFFFFFF
+            for at in sorted({(b >> 3) // fmt.SECTOR * fmt.SECTOR for b in self._pending_batmap}):
+                self._raw.write_at(bh.offset + at, bytes(self._batmap[at:at + fmt.SECTOR]))
+            self._raw.write_at(self.batmap_header_offset, bh.pack())
+        self._pending_batmap.clear()
 
     def write(self, offset: int, data: bytes) -> None:
         """Write bytes at any offset into this image (the chain's leaf)."""
@@ -555,9 +581,14 @@ class Image:
             block, s0 = divmod(sector, self.spb)
             s1 = min(self.spb, s0 + last - sector)
             nbytes = (s1 - s0) * fmt.SECTOR
-            self.write_own(block, s0, s1, view[pos:pos + nbytes])
+            try:
+                self.write_own(block, s0, s1, view[pos:pos + nbytes])
+            except BaseException:
+                self.flush()     # keep what was written consistent
+                raise
             pos += nbytes
             sector += s1 - s0
+        self.flush()
 
     # ------------------------------------------------------------- metadata
     def _write_header(self) -> None:
@@ -595,6 +626,7 @@ class Image:
     def resize(self, new_virtual_size: int) -> None:
         """Grow the virtual size, using BAT room first, else moving blocks out of the way."""
         self._require_writable()
+        self.flush()
         size = round_size(new_virtual_size)
         _check_size(self.path, size)
         if size < self.virtual_size:
@@ -658,10 +690,14 @@ class Image:
 
     # ---------------------------------------------------------------- closing
     def close(self) -> None:
-        if self._parent is not None:
-            self._parent.close()
-            self._parent = None
-        self._raw.close()
+        try:
+            if self._pending_bat or self._pending_batmap:
+                self.flush()
+        finally:
+            if self._parent is not None:
+                self._parent.close()
+                self._parent = None
+            self._raw.close()
 
     def __enter__(self) -> Image:
         return self

@@ -191,3 +191,27 @@ def test_required_size_bounds_full_image(tmp_path):
     vhd.import_raw(str(tmp_path / "c.vhd"), io.BytesIO(b"\x02" * 10 * MiB))
     with vhd.open_image(str(tmp_path / "c.vhd")) as img:
         assert img.physical_size <= vhd.required_size(10 * MiB)
+
+
+def test_import_sparse_pattern_across_chunks(tmp_path):
+    """Data and zero blocks alternate over more than one read chunk (16 blocks)."""
+    size = 40 * MiB
+    raw = bytearray(size)
+    data_blocks = {0, 3, 4, 5, 15, 16, 19}
+    for b in data_blocks:
+        raw[b * 2 * MiB + 77:b * 2 * MiB + 99] = b"x" * 22
+    raw[-1] = 5
+    path = str(tmp_path / "a.vhd")
+    vhd.create(path, size)
+    vhd.import_raw(path, io.BytesIO(bytes(raw)))
+    with vhd.open_image(path) as img:
+        assert img.allocated_blocks() == sorted(data_blocks)
+        assert img.read(0, size) == bytes(raw)
+    vhd.check(path)
+
+
+def test_import_short_stream_keeps_the_rest(tmp_path):
+    base, leaf, expect = make_chain(tmp_path)
+    vhd.import_raw(leaf, io.BytesIO(b"\x09" * (3 * MiB + 100)))
+    with vhd.open_image(leaf) as img:
+        assert img.read(0, 6 * MiB) == b"\x09" * (3 * MiB + 100) + expect[3 * MiB + 100:]
