@@ -228,3 +228,30 @@ def test_scan_adopts_and_forgets_what_changed_behind_the_records(ts, sr):
     assert ts.db.get(VDIRecord, gone.ref) is None
     assert [v.vdi_ref for v in ts.vbds(vm)] == [disk.ref]
     assert_db_matches_sr(ts, sr)
+
+
+def test_suspend_disk_clone_failing_undoes_the_in_place_disk(ts, sr, tmp_path, flaky):
+    disk = ts.vdi_create(sr, 16 * MiB, "root")
+    suspend = ts.vdi_create(sr, 8 * MiB, "suspend image", vdi_type="suspend")
+    vm = ts.db.update(ts.vm_create("vm", [disk]), suspend_vdi=suspend.ref)
+    put(ts, disk, pattern(50), tmp_path)
+    snap = ts.vm_snapshot(vm)
+    put(ts, disk, pattern(51), tmp_path)
+    before = managed(ts, sr)
+
+    with pytest.raises(DriverFault):
+        flaky("vdi_clone", at=1, code=44).vm_revert(snap)  # the suspend disk's clone
+
+    assert managed(ts, sr) == before
+    assert content(ts, disk, tmp_path) == pattern(51)  # put back after its in-place revert
+    assert ts.db.get(type(vm), vm.ref).suspend_vdi == suspend.ref
+    assert_db_matches_sr(ts, sr)
+
+    result = ts.vm_revert(snap)  # and without the failure, both are reverted
+    paths = {d.kind: d.path for d in result.disks}
+    assert paths == {"disk": IN_PLACE, "suspend": CLONE}
+    assert content(ts, disk, tmp_path) == pattern(50)
+    new_suspend = next(d.result for d in result.disks if d.kind == "suspend")
+    assert result.vm.suspend_vdi == new_suspend.ref != suspend.ref
+    assert ts.db.get(VDIRecord, suspend.ref) is None
+    assert_db_matches_sr(ts, sr)
