@@ -651,16 +651,22 @@ class Image:
         batmap_len = fmt.batmap_bytes(max_bat) if has_batmap else 0
         meta_end = new_bat_end + (fmt.SECTOR + batmap_len if has_batmap else 0)
         meta_end += sum(len(p) for _, p in loc_payload)
+        moving = [b for b, e in enumerate(old_bat)
+                  if e != fmt.UNALLOCATED and e * fmt.SECTOR < meta_end]
+        worst = max(self.footer_pos, meta_end) + len(moving) * (
+            self.bitmap_bytes + self.block_size + fmt.DATA_ALIGN) + fmt.FOOTER_SIZE
+        if not self._raw.regular and worst > self.container_size:
+            raise VHDError(self.path, worst, "container too small to grow the BAT")
         # Move blocks that the new metadata would overwrite to the end.
-        for block, entry in enumerate(old_bat):
-            if entry != fmt.UNALLOCATED and entry * fmt.SECTOR < meta_end:
-                blob = self._raw.read_at(entry * fmt.SECTOR, self.bitmap_bytes + self.block_size)
-                bm_at = fmt.round_up(max(self.footer_pos, meta_end) + self.bitmap_bytes,
-                                     fmt.DATA_ALIGN) - self.bitmap_bytes
-                self._raw.write_at(bm_at, blob)
-                self.footer_pos = bm_at + len(blob)
-                self._write_footers(copy_too=False)
-                old_bat[block] = bm_at // fmt.SECTOR
+        for block in moving:
+            blob = self._raw.read_at(old_bat[block] * fmt.SECTOR,
+                                     self.bitmap_bytes + self.block_size)
+            bm_at = fmt.round_up(max(self.footer_pos, meta_end) + self.bitmap_bytes,
+                                 fmt.DATA_ALIGN) - self.bitmap_bytes
+            self._raw.write_at(bm_at, blob)
+            self.footer_pos = bm_at + len(blob)
+            self._write_footers(copy_too=False)
+            old_bat[block] = bm_at // fmt.SECTOR
         self.footer_pos = max(self.footer_pos, meta_end)
         bat = array("I", old_bat)
         bat.extend([fmt.UNALLOCATED] * (max_bat - len(old_bat)))
