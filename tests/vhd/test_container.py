@@ -78,10 +78,12 @@ def test_resize_in_block_device(loopdev):
     vhd.create(loopdev, 4 * MiB)
     with vhd.open_image(loopdev, writable=True) as img:
         img.write(0, b"r" * 4096)
+        img.write(2 * MiB, b"s" * 4096)
         with pytest.raises(vhd.VHDError, match="container too small"):
-            img.resize(2 * 1024 * MiB * 1024)      # a 4 MiB BAT cannot fit in 8 MiB
+            img.resize(2 * 1024 * MiB * 1024)      # 4 MiB BAT + 2 moved blocks > 8 MiB
         img.resize(3000 * MiB)                     # moves block 0 past the new BAT
     with vhd.open_image(loopdev) as img:
         assert img.virtual_size == 3000 * MiB
         assert img.read(0, 8192) == b"r" * 4096 + bytes(4096)
+        assert img.read(2 * MiB, 4096) == b"s" * 4096
     vhd.check(loopdev)
