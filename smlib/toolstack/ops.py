@@ -46,6 +46,21 @@ def _int(value: Any, default: int = 0) -> int:
         return default
 
 
+def _reported_facts(entry: dict) -> dict[str, Any]:
+    """The facts a vdi_list entry states; a key the driver left out changes nothing."""
+    facts: dict[str, Any] = {}
+    if "location" in entry:
+        facts["location"] = str(entry["location"])
+    if _int(entry.get("virtual_size"), -1) >= 0:
+        facts["virtual_size"] = _int(entry["virtual_size"])
+    if "managed" in entry:
+        facts["managed"] = _flag(entry["managed"])
+    elif "hidden" in entry:
+        # A hidden volume is a base: on the SR, not a disk to use.
+        facts["managed"] = not _flag(entry["hidden"])
+    return facts
+
+
 def uuid_invalid(kind: str, uuid: str) -> ToolstackError:
     return ToolstackError("UUID_INVALID", f"no {kind} with uuid {uuid}")
 
@@ -226,26 +241,13 @@ class Toolstack:
             for uuid, rec in known.items():
                 if uuid not in by_uuid:
                     # Gone from the SR: forget it and unplug it from VMs, as xapi does.
-                    self.db.conn.execute("DELETE FROM vbd WHERE vdi_ref = ?", [rec.ref])
-                    self.db.conn.execute(
-                        "UPDATE vm SET suspend_vdi = NULL WHERE suspend_vdi = ?", [rec.ref]
-                    )
-                    self.db.delete(rec)
+                    self._forget_vdi(rec)
             refs = {u: (known[u].ref if u in known else new_ref()) for u in by_uuid}
             for uuid, entry in by_uuid.items():
-                facts = {
-                    "location": str(entry.get("location", "")),
-                    "virtual_size": _int(entry.get("virtual_size"), 0),
-                }
-                if "managed" in entry:
-                    facts["managed"] = _flag(entry["managed"])
-                elif "hidden" in entry:
-                    # A hidden volume is a base: on the SR, not a disk to use.
-                    facts["managed"] = not _flag(entry["hidden"])
+                facts = _reported_facts(entry)
                 if uuid in known:
                     rec = known[uuid]
-                    changed = {k: v for k, v in facts.items() if getattr(rec, k) != v}
-                    self.db.update(rec, **changed)
+                    self.db.update(rec, **{k: v for k, v in facts.items() if getattr(rec, k) != v})
                     continue
                 parent = str(entry.get("snapshot_of") or "")
                 self.db.insert(VDIRecord(
@@ -254,19 +256,19 @@ class Toolstack:
                     name_description=str(entry.get("name_description", "")),
                     is_a_snapshot=_flag(entry.get("is_a_snapshot", False)),
                     # The driver names the parent by uuid; the records by ref.
-                    snapshot_of=refs.get(parent) or self._ref_of_uuid(parent),
+                    snapshot_of=refs.get(parent) or self._ref_of(parent),
                     snapshot_time=str(entry.get("snapshot_time", "")),
                     read_only=_flag(entry.get("read_only", False)),
                     type=str(entry.get("type", "user")) or "user",
                     **facts,
                 ))
 
-    def _ref_of_uuid(self, uuid: str) -> Optional[str]:
-        if not uuid:
+    def _ref_of(self, parent: str) -> Optional[str]:
+        """The recorded VDI a driver's snapshot_of (uuid or OpaqueRef) names, if any."""
+        if not parent or parent == NULL_REF:
             return None
-        if uuid.startswith("OpaqueRef:"):
-            return uuid if uuid != NULL_REF else None
-        rec = self.db.by_uuid(VDIRecord, uuid)
+        rec = self.db.get(VDIRecord, parent) if parent.startswith("OpaqueRef:") else (
+            self.db.by_uuid(VDIRecord, parent))
         return rec.ref if rec else None
 
     # VDIs -----------------------------------------------------------------

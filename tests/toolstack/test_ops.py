@@ -31,7 +31,9 @@ answers = {
     "vdi_create": {"uuid": str(uuid.uuid4()), "location": "loc-new"},
     "vdi_snapshot": {"uuid": str(uuid.uuid4()), "location": "loc-snap"},
 }
-if method == "vdi_list":
+if method == "vdi_list" and os.environ.get("PROBE_LIST"):
+    print(xmlrpc.client.dumps((json.loads(os.environ["PROBE_LIST"]),), methodresponse=True))
+elif method == "vdi_list":
     print(xmlrpc.client.dumps(xmlrpc.client.Fault(38, "no"), methodresponse=True))
 else:
     print(xmlrpc.client.dumps((answers.get(method),), methodresponse=True, allow_none=True))
@@ -142,3 +144,29 @@ def test_fault_with_an_unknown_code_keeps_the_code():
     with pytest.raises(DriverFault) as caught:
         parse_response(text, "sr_scan")
     assert caught.value.code == 9999 and caught.value.xapi_name == "SR_BACKEND_FAILURE_9999"
+
+
+def test_scan_takes_only_what_the_listing_states(probe, monkeypatch):
+    ts, _calls = probe
+    sr = ts.sr_create("probe", {}, "p")
+    disk = ts.vdi_create(sr, 10 << 30, "named here")
+    listing = [
+        {"uuid": disk.uuid},  # nothing else stated: the record keeps its facts
+        {"uuid": "u-snap", "is_a_snapshot": True, "snapshot_of": disk.uuid,
+         "virtual_size": str(10 << 30), "name_label": "s", "location": "l-snap"},
+        {"uuid": "u-ref", "is_a_snapshot": True, "snapshot_of": disk.ref},
+        {"uuid": "u-dangling", "is_a_snapshot": True, "snapshot_of": "OpaqueRef:gone"},
+        {"uuid": "u-base", "hidden": True, "virtual_size": "4096"},
+    ]
+    monkeypatch.setenv("PROBE_LIST", json.dumps(listing))
+    ts.sr_scan(sr)
+    assert ts.db.get(VDIRecord, disk.ref) == disk
+    snap = ts.db.by_uuid(VDIRecord, "u-snap")
+    assert (snap.snapshot_of, snap.virtual_size, snap.location, snap.name_label) == (
+        disk.ref, 10 << 30, "l-snap", "s")
+    assert ts.db.by_uuid(VDIRecord, "u-ref").snapshot_of == disk.ref
+    assert ts.db.by_uuid(VDIRecord, "u-dangling").snapshot_of is None
+    assert not ts.db.by_uuid(VDIRecord, "u-base").managed
+    monkeypatch.setenv("PROBE_LIST", json.dumps(listing[1:2]))
+    ts.sr_scan(sr)
+    assert [v.uuid for v in ts.db.select(VDIRecord)] == ["u-snap"]
