@@ -87,6 +87,7 @@ class Command:
     optional: tuple[str, ...] = ()
     maps: tuple[str, ...] = ()
     filters: bool = False  # list commands accept field=value filters
+    changes: bool = True  # False for read-only commands, which skip the operation lock
 
     def usage(self) -> str:
         parts = [f"{k}=<{k}>" for k in self.required]
@@ -343,12 +344,12 @@ def _sr_scan(ts: Toolstack, args: Args, out: TextIO) -> None:
     ts.sr_scan(ts.sr(args["uuid"]))
 
 
-@command("sr-list", "List SRs.", filters=True)
+@command("sr-list", "List SRs.", filters=True, changes=False)
 def _sr_list(ts: Toolstack, args: Args, out: TextIO) -> None:
     emit_records(ts, SR_FIELDS, ts.db.select(SRRecord), args, out)
 
 
-@command("sr-param-list", "Show one SR.", required=("uuid",))
+@command("sr-param-list", "Show one SR.", required=("uuid",), changes=False)
 def _sr_param_list(ts: Toolstack, args: Args, out: TextIO) -> None:
     emit_one(ts, SR_FIELDS, ts.sr(args["uuid"]), args, out)
 
@@ -396,12 +397,12 @@ def _vdi_resize(ts: Toolstack, args: Args, out: TextIO) -> None:
     ts.vdi_resize(ts.vdi(args["uuid"]), size)
 
 
-@command("vdi-list", "List disks.", filters=True)
+@command("vdi-list", "List disks.", filters=True, changes=False)
 def _vdi_list(ts: Toolstack, args: Args, out: TextIO) -> None:
     emit_records(ts, VDI_FIELDS, ts.db.select(VDIRecord), args, out)
 
 
-@command("vdi-param-list", "Show one disk.", required=("uuid",))
+@command("vdi-param-list", "Show one disk.", required=("uuid",), changes=False)
 def _vdi_param_list(ts: Toolstack, args: Args, out: TextIO) -> None:
     emit_one(ts, VDI_FIELDS, ts.vdi(args["uuid"]), args, out)
 
@@ -495,17 +496,17 @@ def _vm_destroy(ts: Toolstack, args: Args, out: TextIO) -> None:
     ts.vm_destroy(ts.vm(args["uuid"]))
 
 
-@command("vm-list", "List VMs and VM snapshots.", filters=True)
+@command("vm-list", "List VMs and VM snapshots.", filters=True, changes=False)
 def _vm_list(ts: Toolstack, args: Args, out: TextIO) -> None:
     emit_records(ts, VM_FIELDS, ts.db.select(VMRecord), args, out)
 
 
-@command("vm-param-list", "Show one VM.", required=("uuid",))
+@command("vm-param-list", "Show one VM.", required=("uuid",), changes=False)
 def _vm_param_list(ts: Toolstack, args: Args, out: TextIO) -> None:
     emit_one(ts, VM_FIELDS, ts.vm(args["uuid"]), args, out)
 
 
-@command("vbd-list", "List VBDs.", filters=True)
+@command("vbd-list", "List VBDs.", filters=True, changes=False)
 def _vbd_list(ts: Toolstack, args: Args, out: TextIO) -> None:
     emit_records(ts, VBD_FIELDS, ts.db.select(VBDRecord), args, out)
 
@@ -560,7 +561,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         err.write(f"smctl: cannot open the database: {exc}\n")
         return EXIT_FAILED
     try:
-        cmd.run(Toolstack(db), args, out)
+        if cmd.changes:
+            with db.operation_lock():
+                cmd.run(Toolstack(db), args, out)
+        else:
+            cmd.run(Toolstack(db), args, out)
     except UsageError as exc:
         err.write(f"smctl {cmd.name}: {exc}\n{cmd.usage()}\n")
         return EXIT_USAGE

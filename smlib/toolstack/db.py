@@ -168,6 +168,23 @@ class Database:
     def close(self) -> None:
         self.conn.close()
 
+    @contextlib.contextmanager
+    def operation_lock(self) -> Iterator[None]:
+        """One changing operation at a time: its driver calls and records must
+        not interleave with another smctl's (a transaction covers one record
+        change, not a revert's whole sequence)."""
+        if self.path == ":memory:":
+            yield
+            return
+        import fcntl
+
+        with open(self.path + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def _migrate(self) -> None:
         with self.transaction():
             version = self.conn.execute("PRAGMA user_version").fetchone()[0]

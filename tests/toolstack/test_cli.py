@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -207,3 +212,21 @@ def test_import_into_a_driver_without_vhd_fails_cleanly(smctl, tmp_path):
     assert result.returncode == 1 and not out.exists()
     result = smctl("vdi-import", f"uuid={disk}", f"filename={tmp_path / 'missing.raw'}")
     assert result.returncode == 1 and "FILE_NOT_FOUND" in result.stderr
+
+
+def test_changing_commands_wait_for_each_other(smctl, tmp_path):
+    sr = new_uuid(smctl("sr-create", "type=dummy", "name-label=d"))
+    env = dict(os.environ, SMCTL_DB=str(tmp_path / "cli.db"))
+    exe = os.path.join(os.path.dirname(sys.executable), "smctl")
+    with open(str(tmp_path / "cli.db") + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another smctl in the middle of a revert
+        waiting = subprocess.Popen(
+            [exe, "vdi-create", f"sr-uuid={sr}", "name-label=x", "virtual-size=1MiB"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        assert waiting.poll() is None  # blocked on the lock
+        assert ok(smctl("vdi-list", "--minimal")) == "\n"  # reads do not wait
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    out, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, err
+    assert UUID.match(out)
