@@ -305,17 +305,6 @@ def batmap_bytes(max_bat: int) -> int:
     return round_up(-(-max_bat // 8), SECTOR)
 
 
-def pack_bat(entries: List[int], max_bat: int) -> bytes:
-    """The BAT as stored: entries, then zero padding (as blktap leaves it)."""
-    buf = bytearray(bat_bytes(max_bat))
-    struct.pack_into(f">{len(entries)}I", buf, 0, *entries)
-    return bytes(buf)
-
-
-def unpack_bat(buf: bytes, max_bat: int) -> List[int]:
-    return list(struct.unpack_from(f">{max_bat}I", buf, 0))
-
-
 def encode_locator(code: int, relpath: str) -> bytes:
     """Locator payload for a relative path ("./name" or "../dir/name")."""
     if code == PLAT_MACX:

@@ -152,8 +152,7 @@ def snapshot(path: str, parent_path: str, *, parent_locator: Optional[str] = Non
     rel = _locator_relpath(path, parent_path, parent_locator)
     with open_image(parent_path) as parent:
         size = parent.virtual_size
-        _new_image(path, size, size // fmt.BLOCK_SIZE if size % fmt.BLOCK_SIZE == 0
-                   else size // fmt.BLOCK_SIZE + 1, hidden, parent, rel)
+        _new_image(path, size, -(-size // fmt.BLOCK_SIZE), hidden, parent, rel)
 
 
 def open_image(path: str, writable: bool = False, *,
