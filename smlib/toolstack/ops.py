@@ -403,7 +403,7 @@ class Toolstack:
                     taken[vbd.vdi_ref] = self.vdi_snapshot(self.vdi_by_ref(vbd.vdi_ref))
             if vm.suspend_vdi and vm.suspend_vdi not in taken:
                 taken[vm.suspend_vdi] = self.vdi_snapshot(self.vdi_by_ref(vm.suspend_vdi))
-        except ToolstackError:
+        except (ToolstackError, KeyboardInterrupt):
             self.discard(list(taken.values()))
             raise
         snap = VMRecord(

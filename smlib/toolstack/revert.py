@@ -246,5 +246,9 @@ def revert_vm(ts: Toolstack, snap: VMRecord) -> VMRevert:
         _reversible_steps(ts, plan)
     except ToolstackError as exc:
         raise _with_notes(exc, _rollback(ts, plan)) from None
+    except KeyboardInterrupt:
+        # Interrupted between driver calls: still leave all or nothing.
+        _rollback(ts, plan)
+        raise
     warnings = _commit(ts, vm, snap, plan)
     return VMRevert(ts.db.get(VMRecord, vm.ref), plan, warnings)
