@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from smlib.toolstack.db import VBDRecord, VDIRecord, VMRecord
+from smlib.toolstack.ops import Toolstack
 from smlib.toolstack.revert import CLONE
-from smlib.toolstack.runner import DriverFault, ToolstackError
+from smlib.toolstack.runner import DriverFault, Runner, ToolstackError
 
 MiB = 1 << 20
 
@@ -158,3 +159,29 @@ def test_vm_snapshot_failing_part_way_leaves_no_snapshot(ts, sr, flaky):
     with pytest.raises(DriverFault):
         flaky("vdi_snapshot", at=2).vm_snapshot(vm)
     assert (ts.db.select(VDIRecord), ts.db.select(VMRecord)) == before
+
+
+class InterruptingRunner(Runner):
+    """The real runner, but Ctrl-C arrives before the n-th call of one command."""
+
+    def __init__(self, directory: str, command: str, at: int) -> None:
+        super().__init__(directory)
+        self.command, self.at, self.seen = command, at, 0
+
+    def call(self, sr_type, call):
+        if call.command == self.command:
+            self.seen += 1
+            if self.seen == self.at:
+                raise KeyboardInterrupt
+        return super().call(sr_type, call)
+
+
+def test_interrupted_vm_revert_rolls_back(ts, sr, drivers_dir):
+    disks = [ts.vdi_create(sr, 16 * MiB, f"d{i}") for i in range(3)]
+    vm = ts.vm_create("vm", disks)
+    snap = ts.vm_snapshot(vm)
+    before = (ts.db.select(VDIRecord), ts.db.select(VBDRecord), ts.db.select(VMRecord))
+    interrupted = Toolstack(ts.db, InterruptingRunner(drivers_dir, "vdi_clone", 3))
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.vm_revert(snap)
+    assert (ts.db.select(VDIRecord), ts.db.select(VBDRecord), ts.db.select(VMRecord)) == before
