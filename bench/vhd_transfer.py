@@ -53,7 +53,7 @@ def _report(name: str, lib: float, raw: float, raw_name: str) -> None:
           f"   ratio {raw / lib:5.2f}  (goal >= 0.5)")
 
 
-def main(size: int = GiB, reps: int = 2) -> None:
+def main(size: int = GiB, reps: int = 3) -> None:
     print(f"VHD transfer benchmarks ({size // (1024 * 1024)} MiB, best of {reps})")
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as d:
         raw, img = os.path.join(d, "disk.raw"), os.path.join(d, "disk.vhd")
