@@ -17,7 +17,6 @@ Document shape::
 
 from __future__ import annotations
 
-import dataclasses
 import xml.etree.ElementTree as ET
 from typing import Optional
 
@@ -26,32 +25,52 @@ _BOOLS = ("hidden", "read_only", "is_a_snapshot", "attached", "active")
 _INTS = ("virtual_size",)
 
 
-@dataclasses.dataclass
+# Field -> default; the order is the order of attributes in the document.
+# (A plain class: dataclasses would cost every driver call its import.)
+DEFAULTS: dict = {
+    "uuid": "",
+    "parent": "",  # parent volume's uuid, "" for a root
+    "hidden": False,
+    "virtual_size": 0,
+    "name_label": "",
+    "name_description": "",
+    "read_only": False,
+    "is_a_snapshot": False,
+    "snapshot_of": "",
+    "snapshot_time": "",
+    "type": "user",
+    "attached": False,
+    "active": False,
+}
+
+
 class VDIRecord:
-    uuid: str
-    parent: str = ""  # parent volume's uuid, "" for a root
-    hidden: bool = False
-    virtual_size: int = 0
-    name_label: str = ""
-    name_description: str = ""
-    read_only: bool = False
-    is_a_snapshot: bool = False
-    snapshot_of: str = ""
-    snapshot_time: str = ""
-    type: str = "user"
-    attached: bool = False
-    active: bool = False
+    """One VDI (leaf or base) of the SR; attributes are the DEFAULTS keys."""
+
+    __slots__ = tuple(DEFAULTS)
+
+    def __init__(self, **fields) -> None:
+        unknown = set(fields) - set(DEFAULTS)
+        if unknown:
+            raise TypeError(f"unknown VDI record fields {sorted(unknown)}")
+        for name, default in DEFAULTS.items():
+            setattr(self, name, fields.get(name, default))
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {name: getattr(self, name) for name in DEFAULTS}
 
     @classmethod
     def from_dict(cls, d: dict) -> VDIRecord:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**{k: v for k, v in d.items() if k in DEFAULTS})
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, VDIRecord) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"VDIRecord({self.to_dict()!r})"
 
 
-_FIELDS = [f.name for f in dataclasses.fields(VDIRecord)]
+_FIELDS = list(DEFAULTS)
 
 
 def _attr(rec: VDIRecord, name: str) -> str:
