@@ -102,3 +102,26 @@ def test_pyvhdi_reads_three_deep_chain(tmp_path):
         assert img.read(0, size) == bytes(model)
     for f in reversed(files):
         f.close()
+
+
+@needs_qemu
+def test_qemu_reads_grown_image_with_relocated_blocks(tmp_path):
+    """resize past the BAT room moves data blocks; qemu must still see the same disk."""
+    path, raw = str(tmp_path / "g.vhd"), str(tmp_path / "g.raw")
+    vhd.create(path, 4 * MiB)
+    rng = random.Random(11)
+    first = rng.randbytes(4 * MiB)
+    late = rng.randbytes(3 * MiB + 5)
+    with vhd.open_image(path, writable=True) as img:
+        img.write(0, first)
+        img.resize(1024 * MiB)           # 512 BAT entries: the BAT outgrows its sector
+        img.write(700 * MiB + 1, late)
+    with open(raw, "wb") as f:
+        f.truncate(1024 * MiB)
+        f.write(first)
+        f.seek(700 * MiB + 1)
+        f.write(late)
+    run = subprocess.run(["qemu-img", "compare", "-f", "vpc", "-F", "raw", path, raw],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    vhd.check(path)
