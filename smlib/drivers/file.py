@@ -81,8 +81,12 @@ class TreeSR(SR):
             tree.store.sr_delete()
 
     def sr_attach(self) -> None:
-        with self.tree() as tree:
-            tree.store.sr_attach()
+        store = self.store()
+        if not store.sr_exists():
+            raise SRError.from_name("SRUnavailable", f"no SR at {store.device_config}")
+        store.sr_attach()  # first: the metadata may live on what this attaches
+        with self.tree(store):
+            return None
 
     def sr_detach(self) -> None:
         with self.tree() as tree:
