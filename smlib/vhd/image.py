@@ -12,13 +12,14 @@ import sys
 import time
 import uuid as uuidlib
 from array import array
-from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple, Union
 
 from . import format as fmt
 from .errors import VHDError
 from .rawio import RawFile, mtime
 
 Resolver = Callable[[str, str], str]
+Buffer = Union[bytes, bytearray, memoryview]
 
 MAX_VIRTUAL_SIZE = 2 * 1024 ** 4      # 2 TiB: blktap's practical limit
 _ZERO_BLOCK = bytes(fmt.BLOCK_SIZE)
@@ -504,7 +505,7 @@ class Image:
         self._pending_bat.add(block)
         self._bitmaps[block] = 0
 
-    def write_own(self, block: int, s0: int, s1: int, data) -> None:
+    def write_own(self, block: int, s0: int, s1: int, data: Buffer) -> None:
         """Write whole sectors [s0, s1) of a block into this image (no chain).
 
         New blocks' BAT entries and the footer are written by flush(), every
@@ -551,7 +552,7 @@ class Image:
             self._raw.write_at(self.batmap_header_offset, bh.pack())
         self._pending_batmap.clear()
 
-    def write(self, offset: int, data: bytes) -> None:
+    def write(self, offset: int, data: Buffer) -> None:
         """Write bytes at any offset into this image (the chain's leaf)."""
         self._require_writable()
         length = len(data)

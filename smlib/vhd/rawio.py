@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+from typing import Union
 
 from .errors import VHDError
 
@@ -64,7 +65,7 @@ class RawFile:
         except OSError as exc:
             raise VHDError(self.path, offset, f"read error: {exc.strerror or exc}") from exc
 
-    def write_at(self, offset: int, data) -> None:
+    def write_at(self, offset: int, data: Union[bytes, bytearray, memoryview]) -> None:
         try:
             self._f.seek(offset)
             view = memoryview(data)
