@@ -188,6 +188,12 @@ def main(driver_cls: type[SR], argv: list[str] | None = None) -> int:
             sys.stdout.write(response.decode("utf-8"))
         sys.stdout.flush()
     except OSError as e:
+        # Nobody reads the answer (the caller died or closed the pipe): say so
+        # once, and keep the interpreter's exit flush from failing again.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass  # stdout is no real file (in-process callers)
         sys.stderr.write(f"{driver_cls.__name__}: cannot write the response: {e}\n")
         return 1
     return 0

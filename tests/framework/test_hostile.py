@@ -150,3 +150,18 @@ def test_hostile_input_in_process(case, xapi_params, xapi_xml):
     with pytest.raises(xmlrpc.client.Fault) as caught:
         xmlrpc.client.loads(text)
     assert caught.value.faultCode == 143
+
+
+def test_unwritable_stdout_is_one_line_on_stderr_and_nonzero(xapi_params, xapi_xml):
+    """The one failure that cannot be a fault: nobody reads stdout."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the caller is gone before the answer comes
+    try:
+        proc = subprocess.run([DRIVER, xapi_xml(xapi_params("sr_scan"))], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, env=driver_env(), timeout=30)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        "DummySR: cannot write the response: [Errno 32] Broken pipe"
+    ]
