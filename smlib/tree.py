@@ -137,6 +137,11 @@ class Tree:
         if rec.attached or rec.active:
             raise err("VDIInUse", f"{what} {rec.uuid} is attached or active")
 
+    def writable(self, rec: VDIRecord, what: str) -> None:
+        """Refuse to change the contents of a VDI that children read."""
+        if self.meta.children(rec.uuid):
+            raise err("VDIUnavailable", f"{what} {rec.uuid} has children: it is read-only")
+
     # ------------------------------------------------------------ replay
 
     def handlers(self) -> dict:
@@ -286,6 +291,7 @@ class Tree:
         if s.uuid == t.uuid:
             raise err("BadRequest", "snapshot and target are the same VDI")
         self.not_in_use(t, "target")
+        self.writable(t, "target")
         with self.open(snap) as img:
             s_empty = img.is_empty()
             s_size = img.virtual_size
@@ -384,8 +390,7 @@ class Tree:
 
     def resize(self, uuid: str, new_size: int) -> VDIRecord:
         rec = self.visible(uuid, "VDI")
-        if self.meta.children(uuid):
-            raise err("VDIResize", f"{uuid} has children: it is read-only")
+        self.writable(rec, "VDI")
         size = round_size(new_size)
         if new_size <= 0 or size < rec.virtual_size:
             raise err("VDISize", f"cannot shrink {uuid} from {rec.virtual_size} to {new_size}")
@@ -420,6 +425,8 @@ class Tree:
     def set_attached(self, uuid: str, attached: bool, writable: bool = True) -> str:
         """Record attach state; returns the leaf's path when attaching."""
         rec = self.visible(uuid, "VDI")
+        if attached and writable:
+            self.writable(rec, "VDI")
         path = self.store.activate(uuid, keep=True) if attached else ""
         if rec.attached != attached:
             self.fit(uuid, inflate=attached and writable)

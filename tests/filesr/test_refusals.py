@@ -80,6 +80,15 @@ def test_other_refusals(world):
     refused(sr, 143, "vdi_revert", vdi_uuid=ids["s1"], args=[])
 
 
+def test_vdi_with_children_is_read_only(world):
+    sr, ids = world
+    single = sr.ok("vdi_snapshot", vdi_uuid=ids["t"], driver_params={"type": "single"})["uuid"]
+    refused(sr, 46, "vdi_revert", vdi_uuid=ids["s1"], args=[single])
+    refused(sr, 46, "vdi_attach", vdi_uuid=single, args=["true"])
+    refused(sr, 46, "vdi_resize", vdi_uuid=single, args=[str(1 << 30)])
+    assert sr.ok("vdi_attach", vdi_uuid=single, args=["false"])["params"] == sr.path(single)
+
+
 def test_chain_too_long(filesr):
     sr = filesr
     t = sr.create(call=sr.inproc)

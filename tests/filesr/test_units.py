@@ -1,0 +1,85 @@
+"""The tree's smaller parts on their own: metadata, lock, journal, xapi lookup."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from smlib import xapi
+from smlib.errors import SRError
+from smlib.journal import Journal
+from smlib.lock import SRLock
+from smlib.metadata import Metadata, VDIRecord
+from smlib.stores.file import FileStore
+
+
+def test_metadata_round_trip():
+    meta = Metadata("sr-1")
+    meta.vdis["a"] = VDIRecord(uuid="a", name_label="x <&> \"y\"", virtual_size=1 << 41,
+                               hidden=True, read_only=True)
+    meta.vdis["b"] = VDIRecord(uuid="b", parent="a", is_a_snapshot=True, snapshot_of="c")
+    again = Metadata.parse(meta.serialise())
+    assert again.sr_uuid == "sr-1"
+    assert again.vdis == meta.vdis
+    assert again.children("a") == ["b"] and again.depth("b") == 2
+
+
+@pytest.mark.parametrize("doc", [b"<sr", b"<sr><vdi uuid='a' virtual_size='x'/></sr>"])
+def test_metadata_unreadable_is_181(doc):
+    with pytest.raises(SRError) as info:
+        Metadata.parse(doc)
+    assert info.value.code == 181
+
+
+def test_unknown_record_field_is_a_programming_error():
+    with pytest.raises(TypeError):
+        VDIRecord(uuid="a", colour="red")
+
+
+def test_lock_excludes_other_processes(tmp_path):
+    path = str(tmp_path / "lock")
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from smlib.lock import SRLock\n"
+         f"l = SRLock({path!r}); l.acquire(); print('held', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        with pytest.raises(SRError) as info:
+            SRLock(path, timeout=0.3).acquire()
+        assert info.value.code == 37
+        assert time.monotonic() - started < 5
+    finally:
+        holder.kill()
+        holder.wait()
+    with SRLock(path, timeout=5):  # the holder's death released it
+        pass
+
+
+def test_torn_journal_record_is_reported(tmp_path):
+    store = FileStore({"location": str(tmp_path / "sr")}, None)
+    store.sr_create()
+    store.journal_put("x", b"{not json")
+    with pytest.raises(SRError) as info:
+        Journal(store).pending()
+    assert info.value.code == 181
+
+
+def test_xapi_lookup_errors(tmp_path, monkeypatch):
+    with pytest.raises(SRError) as info:
+        xapi.vdi_uuid(None, "OpaqueRef:x")
+    assert info.value.code == 143
+    monkeypatch.setenv(xapi.SOCKET_ENV, "/tmp/no_such_dir/xapi")
+    with pytest.raises(SRError) as info:
+        xapi.vdi_uuid("OpaqueRef:s", "OpaqueRef:x")
+    assert info.value.code == 202 and "_" in str(info.value)
+    missing = f"/tmp/smxmissing{os.getpid()}/xapi"
+    monkeypatch.setenv(xapi.SOCKET_ENV, missing)
+    with pytest.raises(SRError) as info:
+        xapi.vdi_uuid("OpaqueRef:s", "OpaqueRef:x")
+    assert info.value.code == 202 and "cannot reach xapi" in str(info.value)
