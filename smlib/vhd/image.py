@@ -253,6 +253,7 @@ class Image:
         self.batmap_header: Optional[fmt.BatmapHeader] = None
         self.batmap_header_offset = self.header.table_offset + fmt.bat_bytes(self.header.max_bat)
         self._batmap: Optional[bytearray] = None
+        self._batmap_stale = False
         if base.creator_app != fmt.CREATOR_APP or base.creator_version < fmt.BATMAP_MIN_CREATOR:
             return
         at = self.batmap_header_offset
@@ -266,6 +267,9 @@ class Image:
             raise VHDError(self.path, at, "batmap outside the file or too small")
         self.batmap_header = bh
         self._batmap = bytearray(self._raw.read_at(bh.offset, bh.size * fmt.SECTOR))
+        # A crash between a batmap sector and its header leaves a stale
+        # checksum; check() reports it, the next flush() of a write rewrites it.
+        self._batmap_stale = bh.checksum != fmt.bytes_checksum(self._batmap)
 
     @property
     def bat(self) -> array:
@@ -543,10 +547,15 @@ class Image:
             self._raw.write_at(self.header.table_offset + 4 * lo, entries.tobytes())
             self._pending_bat.clear()
         bh = self.batmap_header
-        if self._pending_batmap and bh is not None and self._batmap is not None:
-            for block in self._pending_batmap:
-                # Each bit went from 0 to 1: the byte sum grew by its value.
-                bh.checksum = (bh.checksum - (0x80 >> (block & 7))) & 0xFFFFFFFF
+        if (self._pending_batmap or self._batmap_stale) and bh is not None \
+                and self._batmap is not None:
+            if self._batmap_stale:
+                bh.checksum = fmt.bytes_checksum(self._batmap)
+                self._batmap_stale = False
+            else:
+                for block in self._pending_batmap:
+                    # Each bit went from 0 to 1: the byte sum grew by its value.
+                    bh.checksum = (bh.checksum - (0x80 >> (block & 7))) & 0xFFFFFFFF
             for at in sorted({(b >> 3) // fmt.SECTOR * fmt.SECTOR for b in self._pending_batmap}):
                 self._raw.write_at(bh.offset + at, bytes(self._batmap[at:at + fmt.SECTOR]))
             self._raw.write_at(self.batmap_header_offset, bh.pack())
@@ -697,7 +706,8 @@ class Image:
     # ---------------------------------------------------------------- closing
     def close(self) -> None:
         try:
-            if self._pending_bat or self._pending_batmap:
+            if self._pending_bat or self._pending_batmap or (
+                    self._batmap_stale and self._raw.dirty):
                 self.flush()
         finally:
             if self._parent is not None:
