@@ -572,6 +572,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ToolstackError as exc:
         report_error(exc, err)
         return EXIT_FAILED
+    except OSError as exc:  # a local file: the image to import, the export target
+        err.write(f"smctl {cmd.name}: {exc}\n")
+        return EXIT_FAILED
     except KeyboardInterrupt:
         err.write(f"smctl {cmd.name}: interrupted\n")
         return 130  # the shell's code for death by SIGINT

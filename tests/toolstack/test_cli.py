@@ -214,6 +214,19 @@ def test_import_into_a_driver_without_vhd_fails_cleanly(smctl, tmp_path):
     assert result.returncode == 1 and "FILE_NOT_FOUND" in result.stderr
 
 
+def test_export_to_an_unwritable_place_fails_cleanly(smctl, tmp_path):
+    location = tmp_path / "sr"
+    location.mkdir()
+    sr = new_uuid(smctl("sr-create", "type=file", f"device-config:location={location}",
+                        "name-label=local"))
+    disk = new_uuid(smctl("vdi-create", f"sr-uuid={sr}", "name-label=x", "virtual-size=4MiB"))
+    result = smctl("vdi-export", f"uuid={disk}", f"filename={tmp_path}/no/such/dir/out.raw")
+    assert result.returncode == 1 and "No such file or directory" in result.stderr
+    assert "Traceback" not in result.stderr
+    # The disk was detached again: it can be reverted, destroyed, ...
+    ok(smctl("vdi-destroy", f"uuid={disk}"))
+
+
 def test_changing_commands_wait_for_each_other(smctl, tmp_path):
     sr = new_uuid(smctl("sr-create", "type=dummy", "name-label=d"))
     env = dict(os.environ, SMCTL_DB=str(tmp_path / "cli.db"))
