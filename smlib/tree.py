@@ -24,7 +24,7 @@ from typing import Iterator, Optional
 from smlib.errors import SRError
 from smlib.journal import Journal, Record, mutation_point
 from smlib.metadata import Metadata, VDIRecord
-from smlib.stores.base import TRANSIENT_RE, Store, is_uuid
+from smlib.stores.base import Store, is_uuid, split_transient
 
 MAX_DEPTH = 30
 BLOCK = 2 << 20  # VHD block size: virtual sizes round up to it
@@ -163,7 +163,7 @@ class Tree:
 
     def remove_transients(self) -> None:
         for name in self.store.list_volumes():
-            if TRANSIENT_RE.match(name):
+            if split_transient(name):
                 mutation_point()
                 self.store.remove(name)
         self.store.remove_garbage()

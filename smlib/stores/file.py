@@ -10,6 +10,7 @@ writes it). Bookkeeping lives in ``<location>/.sm/``: ``metadata.xml``,
 from __future__ import annotations
 
 import os
+import sys
 from typing import Optional
 
 from smlib.stores.base import Store, is_volume_name
@@ -100,14 +101,10 @@ class FileStore(Store):
         return [{"uuid": meta.sr_uuid or ""}]
 
     def free_space(self) -> int:
-        import shutil  # (shutil.disk_usage is what pyfakefs fakes; os.statvfs is not)
-
-        return shutil.disk_usage(self.dir).free
+        return _disk_usage(self.dir)[1]
 
     def total_space(self) -> int:
-        import shutil
-
-        return shutil.disk_usage(self.dir).total
+        return _disk_usage(self.dir)[0]
 
     # ------------------------------------------------------------ volumes
 
@@ -251,6 +248,20 @@ class FileStore(Store):
 
     def lock_path(self) -> str:
         return os.path.join(self.sm_dir, LOCK)
+
+
+def _disk_usage(path: str) -> tuple[int, int]:
+    """(total, free) bytes of the filesystem holding path.
+
+    shutil.disk_usage when shutil is loaded already (pyfakefs fakes it, and
+    always has it loaded; os.statvfs it does not fake), else os.statvfs,
+    sparing a driver call the import of shutil (bz2, lzma, ...)."""
+    shutil = sys.modules.get("shutil")
+    if shutil is not None:
+        usage = shutil.disk_usage(path)
+        return usage.total, usage.free
+    st = os.statvfs(path)
+    return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
 
 
 def _unlink(path: str) -> None:

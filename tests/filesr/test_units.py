@@ -83,3 +83,21 @@ def test_xapi_lookup_errors(tmp_path, monkeypatch):
     with pytest.raises(SRError) as info:
         xapi.vdi_uuid("OpaqueRef:s", "OpaqueRef:x")
     assert info.value.code == 202 and "cannot reach xapi" in str(info.value)
+
+
+@pytest.mark.parametrize("text,uuid,volume", [
+    ("6d1c6f1f-4d8b-4f0e-8a44-0c1e2a3b4c5d", True, True),
+    ("6d1c6f1f-4d8b-4f0e-8a44-0c1e2a3b4c5d.new", False, True),
+    ("6D1C6F1F-4d8b-4f0e-8a44-0c1e2a3b4c5d", False, False),
+    ("6d1c6f1f-4d8b-4f0e-8a44-0c1e2a3b4c5d.", False, False),
+    ("6d1c6f1f-4d8b-4f0e-8a44-0c1e2a3b4c5d.n3w", False, False),
+    ("6d1c6f1f-4d8b-4f0e-8a44-0c1e2a3b4c5d/..", False, False),
+    ("6d1c6f1f04d8b-4f0e-8a44-0c1e2a3b4c5d", False, False),
+    ("../../etc/passwd", False, False),
+    ("", False, False),
+])
+def test_volume_names(text, uuid, volume):
+    from smlib.stores.base import is_uuid, is_volume_name
+
+    assert is_uuid(text) is uuid
+    assert is_volume_name(text) is volume
