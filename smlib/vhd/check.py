@@ -23,27 +23,35 @@ def _check_one(img: Image) -> None:
     if img._raw.regular and img._raw.size() != img.footer_pos + fmt.FOOTER_SIZE:
         raise VHDError(path, img.footer_pos, "file does not end with the footer")
     h = img.header
-    meta_end = img._metadata_end()
+    # Every structure's byte range, labelled; no two may overlap.
+    extents = [(0, fmt.FOOTER_SIZE, "footer copy"),
+               (img.header_offset, fmt.HEADER_SIZE, "header"),
+               (h.table_offset, fmt.bat_bytes(h.max_bat), "BAT"),
+               (img.footer_pos, fmt.FOOTER_SIZE, "trailing footer")]
+    if img.batmap_header is not None:
+        extents.append((img.batmap_header_offset, fmt.SECTOR, "batmap header"))
+        extents.append((img.batmap_header.offset, img.batmap_header.size * fmt.SECTOR, "batmap"))
+    for loc in h.locators:
+        if loc.code != fmt.PLAT_NONE:
+            extents.append((loc.offset, loc.space, "parent locator"))
     span = img.bitmap_bytes + img.block_size
-    extents = []
-    for block, entry in enumerate(img.bat):   # loading the BAT checks "past the end"
-        if entry == fmt.UNALLOCATED:
-            continue
-        start = entry * fmt.SECTOR
-        if start < meta_end or start + span > img.footer_pos:
-            raise VHDError(path, h.table_offset + 4 * block,
-                           f"block {block} at {start} overlaps metadata or the footer")
-        extents.append((start, block))
+    blocks = [b for b, entry in enumerate(img.bat)    # loading the BAT checks "past the end"
+              if entry != fmt.UNALLOCATED]
+    extents += [(img.bat[b] * fmt.SECTOR, span, f"block {b}") for b in blocks]
     extents.sort()
-    for (a, block_a), (b, block_b) in zip(extents, extents[1:]):
-        if b < a + span:
-            raise VHDError(path, h.table_offset + 4 * block_b,
-                           f"blocks {block_a} and {block_b} overlap")
+    reach, last = 0, ""
+    for start, length, name in extents:
+        if start + length > img.footer_pos + fmt.FOOTER_SIZE:
+            raise VHDError(path, start, f"{name} lies past the trailing footer")
+        if start < reach:
+            raise VHDError(path, start, f"{name} overlaps {last}")
+        if start + length > reach:
+            reach, last = start + length, name
     if img.batmap_header is not None:
         bh = img.batmap_header
         if bh.checksum != fmt.bytes_checksum(img._batmap or b""):
             raise VHDError(path, img.batmap_header_offset, "bad batmap checksum")
-    for _, block in extents:
+    for block in blocks:
         # Read the on-disk bitmap itself, not the batmap shortcut.
         raw = img._raw.read_at(img.bat[block] * fmt.SECTOR, img.bitmap_bytes)
         bits = int.from_bytes(raw, "big") >> (img.bitmap_bytes * 8 - img.spb)

@@ -61,7 +61,9 @@ def required_size(virtual_size: int) -> int:
     """Container bytes for a fully allocated image of that size (with locators)."""
     blocks = round_size(virtual_size) // fmt.BLOCK_SIZE
     meta = fmt.round_up(_metadata_end(blocks, True) + fmt.SECTOR, fmt.DATA_ALIGN)
-    return meta + blocks * (fmt.BLOCK_SIZE + fmt.DATA_ALIGN) + fmt.FOOTER_SIZE
+    # Twice the metadata: resize() writes a grown BAT after the data and
+    # leaves the old one (never larger than the new) unused.
+    return 2 * meta + blocks * (fmt.BLOCK_SIZE + fmt.DATA_ALIGN) + fmt.FOOTER_SIZE
 
 
 def _locator_relpath(child_path: str, parent_path: str, parent_locator: Optional[str]) -> str:
@@ -486,6 +488,8 @@ class Image:
             self._raw.write_at(0, packed)
         self._raw.write_at(self.footer_pos, packed)
         self._raw.truncate(self.footer_pos + fmt.FOOTER_SIZE)
+        if self._raw.regular:
+            self.container_size = self.footer_pos + fmt.FOOTER_SIZE
 
     def _write_batmap(self) -> None:
         bh = self.batmap_header
@@ -633,7 +637,7 @@ class Image:
             self._parent = None
 
     def resize(self, new_virtual_size: int) -> None:
-        """Grow the virtual size, using BAT room first, else moving blocks out of the way."""
+        """Grow the virtual size, using BAT room first, else a larger BAT after the data."""
         self._require_writable()
         self.flush()
         size = round_size(new_virtual_size)
@@ -650,58 +654,56 @@ class Image:
         self._write_footers(copy_too=True)
 
     def _grow_bat(self, max_bat: int) -> None:
-        """Rewrite BAT, batmap and locators for a larger max_bat, relocating blocks."""
+        """Give the image a larger BAT without moving any data block.
+
+        The new BAT, batmap and locators are written after the end of data
+        (behind the current trailing footer, which stays valid), then one
+        header write switches to them: a crash before that write leaves the
+        old image intact, after it the new one. The old metadata becomes
+        unused space.
+        """
         h = self.header
-        old_bat = self.bat
-        loc_payload = [(loc, self._raw.read_at(loc.offset, loc.space))
-                       for loc in h.locators if loc.code != fmt.PLAT_NONE]
-        new_bat_end = h.table_offset + fmt.bat_bytes(max_bat)
-        has_batmap = self.batmap_header is not None
-        batmap_len = fmt.batmap_bytes(max_bat) if has_batmap else 0
-        meta_end = new_bat_end + (fmt.SECTOR + batmap_len if has_batmap else 0)
-        meta_end += sum(len(p) for _, p in loc_payload)
-        moving = [b for b, e in enumerate(old_bat)
-                  if e != fmt.UNALLOCATED and e * fmt.SECTOR < meta_end]
-        worst = max(self.footer_pos, meta_end) + len(moving) * (
-            self.bitmap_bytes + self.block_size + fmt.DATA_ALIGN) + fmt.FOOTER_SIZE
-        if not self._raw.regular and worst > self.container_size:
-            raise VHDError(self.path, worst, "container too small to grow the BAT")
-        # Move blocks that the new metadata would overwrite to the end.
-        for block in moving:
-            blob = self._raw.read_at(old_bat[block] * fmt.SECTOR,
-                                     self.bitmap_bytes + self.block_size)
-            bm_at = fmt.round_up(max(self.footer_pos, meta_end) + self.bitmap_bytes,
-                                 fmt.DATA_ALIGN) - self.bitmap_bytes
-            self._raw.write_at(bm_at, blob)
-            self.footer_pos = bm_at + len(blob)
-            self._write_footers(copy_too=False)
-            old_bat[block] = bm_at // fmt.SECTOR
-        self.footer_pos = max(self.footer_pos, meta_end)
-        bat = array("I", old_bat)
-        bat.extend([fmt.UNALLOCATED] * (max_bat - len(old_bat)))
+        table_at = self.footer_pos + fmt.FOOTER_SIZE
+        bat = array("I", self.bat)
+        bat.extend([fmt.UNALLOCATED] * (max_bat - len(bat)))
         swapped = array("I", bat)
         if sys.byteorder == "little":
             swapped.byteswap()
-        table = swapped.tobytes() + bytes(fmt.bat_bytes(max_bat) - 4 * max_bat)
-        at = new_bat_end
-        if has_batmap:
-            self.batmap_header_offset = new_bat_end
-            self._batmap = bytearray(self._batmap or b"") + bytearray(
-                batmap_len - len(self._batmap or b""))
-            self.batmap_header = fmt.BatmapHeader(offset=new_bat_end + fmt.SECTOR,
-                                                  size=batmap_len // fmt.SECTOR)
-            at = self.batmap_header.offset + batmap_len
-        for loc, payload in loc_payload:
-            loc.offset = at
-            self._raw.write_at(at, payload)
-            at += len(payload)
+        blob = bytearray(swapped.tobytes())
+        blob += bytes(fmt.bat_bytes(max_bat) - len(blob))
+        batmap_header = None
+        if self.batmap_header is not None:
+            batmap = bytes(self._batmap or b"")
+            batmap += bytes(fmt.batmap_bytes(max_bat) - len(batmap))
+            batmap_header = fmt.BatmapHeader(offset=table_at + len(blob) + fmt.SECTOR,
+                                             size=len(batmap) // fmt.SECTOR,
+                                             checksum=fmt.bytes_checksum(batmap))
+            blob += batmap_header.pack() + batmap
+        locators = []
+        for loc in h.locators:
+            if loc.code != fmt.PLAT_NONE:
+                payload = self._raw.read_at(loc.offset, loc.space)
+                locators.append(fmt.Locator(loc.code, loc.space, loc.length,
+                                            table_at + len(blob)))
+                blob += payload
+            else:
+                locators.append(fmt.Locator())
+        new_end = table_at + len(blob)
+        if not self._raw.regular and new_end + fmt.FOOTER_SIZE > self.container_size:
+            raise VHDError(self.path, new_end, "container too small to grow the BAT")
+        self._raw.write_at(table_at, bytes(blob))
+        self.footer_pos = new_end
         self._write_footers(copy_too=False)
-        self._raw.write_at(h.table_offset, table)
-        self._write_batmap()
-        h.max_bat = max_bat
+        self._raw.sync()                   # the new metadata is durable before the switch
+        h.table_offset, h.max_bat, h.locators = table_at, max_bat, locators
         self._write_header()
         self._bat = bat
         self.max_bat_entries = max_bat
+        self.batmap_header_offset = table_at + fmt.bat_bytes(max_bat)
+        if batmap_header is not None:
+            self.batmap_header = batmap_header
+            self._batmap = bytearray(batmap)
+            self._batmap_stale = False
 
     # ---------------------------------------------------------------- closing
     def close(self) -> None:

@@ -215,3 +215,38 @@ def test_import_short_stream_keeps_the_rest(tmp_path):
     vhd.import_raw(leaf, io.BytesIO(b"\x09" * (3 * MiB + 100)))
     with vhd.open_image(leaf) as img:
         assert img.read(0, 6 * MiB) == b"\x09" * (3 * MiB + 100) + expect[3 * MiB + 100:]
+
+
+def test_required_size_bounds_grown_full_image(tmp_path):
+    """After resize() moved the BAT behind the data, a full image still fits."""
+    path = str(tmp_path / "a.vhd")
+    vhd.create(path, 2 * MiB)
+    with vhd.open_image(path, writable=True) as img:
+        img.write(0, b"a" * 512)
+        img.resize(520 * MiB)                # 260 entries: the BAT outgrows its place
+        for block in range(260):
+            img.write(block * 2 * MiB + 1024, b"b" * 512)
+        assert img.physical_size <= vhd.required_size(520 * MiB)
+    vhd.check(path)
+
+
+def test_resize_switches_metadata_in_one_header_write(tmp_path, monkeypatch):
+    """Killed before the header write, the image is still the old one."""
+    from smlib.vhd import image as image_mod
+    path = str(tmp_path / "a.vhd")
+    vhd.create(path, 4 * MiB)
+    with vhd.open_image(path, writable=True) as img:
+        img.write(0, pattern(4 * MiB))
+
+    def die(self):
+        raise vhd.VHDError(self.path, None, "simulated crash")
+    monkeypatch.setattr(image_mod.Image, "_write_header", die)
+    with vhd.open_image(path, writable=True) as img, pytest.raises(vhd.VHDError):
+        img.resize(3000 * MiB)
+    monkeypatch.undo()
+    with vhd.open_image(path) as img:
+        assert img.virtual_size == 4 * MiB and img.max_bat_entries == 2
+        assert img.read(0, 4 * MiB) == pattern(4 * MiB)
+    with vhd.open_image(path, writable=True) as img:   # and resizing again works
+        img.resize(3000 * MiB)
+    vhd.check(path)

@@ -125,3 +125,33 @@ def test_qemu_reads_grown_image_with_relocated_blocks(tmp_path):
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
     vhd.check(path)
+
+
+def test_pyvhdi_reads_grown_differencing_child(tmp_path):
+    """A child whose BAT moved behind its data (resize) still reads through pyvhdi.
+
+    libvhdi takes the media size from the footer's original size, which
+    blktap leaves at the creation size on resize, so pyvhdi is asked only
+    about the first 4 MiB; the blocks there are found through the moved BAT.
+    """
+    pyvhdi = pytest.importorskip("pyvhdi")
+    base, leaf = str(tmp_path / "base.vhd"), str(tmp_path / "leaf.vhd")
+    vhd.create(base, 4 * MiB)
+    rng = random.Random(4)
+    a, b, c = rng.randbytes(8192), rng.randbytes(4096), rng.randbytes(3 * 4096)
+    with vhd.open_image(base, writable=True) as img:
+        img.write(0, a)
+    vhd.snapshot(leaf, base)
+    with vhd.open_image(leaf, writable=True) as img:
+        img.write(4096, b)
+        img.resize(600 * MiB)               # 300 entries: new BAT after the data
+        assert img.header.table_offset > 1536
+        img.write(2 * MiB + 4096, c)        # a block allocated after the move
+    parent, child = pyvhdi.file(), pyvhdi.file()
+    parent.open(base)
+    child.open(leaf)
+    child.set_parent(parent)
+    assert child.read_buffer_at_offset(8192, 0) == a[:4096] + b
+    assert child.read_buffer_at_offset(len(c) + 4096, 2 * MiB) == bytes(4096) + c
+    child.close()
+    parent.close()
