@@ -646,12 +646,26 @@ class Image:
             raise VHDError(self.path, None, "shrinking is not supported")
         if size == self.virtual_size:
             return
-        need = size // self.block_size
+        need = -(-size // self.block_size)
         if need > self.header.max_bat:
-            self._grow_bat(need)
+            bh = self.batmap_header
+            if fmt.bat_bytes(need) == fmt.bat_bytes(self.header.max_bat) and (
+                    bh is None or bh.size * fmt.SECTOR * 8 >= need):
+                self._extend_bat_in_place(need)
+            else:
+                self._grow_bat(need)
         self.footer.current_size = size
         self.footer.geometry = fmt.geometry(size)
         self._write_footers(copy_too=True)
+
+    def _extend_bat_in_place(self, max_bat: int) -> None:
+        """More entries in the BAT's own padding: mark them free, then raise max_bat."""
+        old = self.header.max_bat
+        self._raw.write_at(self.header.table_offset + 4 * old, b"\xff" * (4 * (max_bat - old)))
+        self.header.max_bat = max_bat
+        self._write_header()
+        self.bat.extend([fmt.UNALLOCATED] * (max_bat - old))
+        self.max_bat_entries = max_bat
 
     def _grow_bat(self, max_bat: int) -> None:
         """Give the image a larger BAT without moving any data block.

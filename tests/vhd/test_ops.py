@@ -250,3 +250,20 @@ def test_resize_switches_metadata_in_one_header_write(tmp_path, monkeypatch):
     with vhd.open_image(path, writable=True) as img:   # and resizing again works
         img.resize(3000 * MiB)
     vhd.check(path)
+
+
+def test_resize_within_bat_padding_keeps_layout(tmp_path):
+    """Growing 6 -> 200 MiB fits the BAT's own sector: the layout stays create()'s."""
+    path, ref = str(tmp_path / "a.vhd"), str(tmp_path / "ref.vhd")
+    vhd.create(path, 6 * MiB)
+    with vhd.open_image(path, writable=True) as img:
+        img.resize(200 * MiB)
+        assert img.header.table_offset == fmt.TABLE_OFFSET
+        assert img.max_bat_entries == 100
+        img.write(199 * MiB, b"z" * 1000)
+    vhd.create(ref, 200 * MiB)
+    with vhd.open_image(path) as img, vhd.open_image(ref) as fresh:
+        assert img.read(199 * MiB, 1000) == b"z" * 1000
+        assert img.header.table_offset == fresh.header.table_offset
+        assert img.batmap_header_offset == fresh.batmap_header_offset
+    vhd.check(path)
