@@ -95,13 +95,14 @@ def test_resize_within_prealloc(tmp_path):
     vhd.check(path)
 
 
-def test_resize_relocates_blocks(tmp_path):
+def test_resize_moves_bat_behind_data(tmp_path):
     path = str(tmp_path / "a.vhd")
     vhd.create(path, 4 * MiB)
     with vhd.open_image(path, writable=True) as img:
         img.write(0, pattern(4 * MiB))
-        img.resize(3000 * MiB)      # BAT grows past the first data block
+        img.resize(3000 * MiB)      # 1500 entries cannot fit before the first block
         assert img.max_bat_entries == 1500
+        assert img.header.table_offset > img.bat[1] * fmt.SECTOR
         img.write(2999 * MiB, b"q" * 4096)
     with vhd.open_image(path) as img:
         assert img.virtual_size == 3000 * MiB

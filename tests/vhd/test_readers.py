@@ -105,8 +105,8 @@ def test_pyvhdi_reads_three_deep_chain(tmp_path):
 
 
 @needs_qemu
-def test_qemu_reads_grown_image_with_relocated_blocks(tmp_path):
-    """resize past the BAT room moves data blocks; qemu must still see the same disk."""
+def test_qemu_reads_grown_image_with_moved_bat(tmp_path):
+    """resize past the BAT room writes a new BAT behind the data; qemu sees the same disk."""
     path, raw = str(tmp_path / "g.vhd"), str(tmp_path / "g.raw")
     vhd.create(path, 4 * MiB)
     rng = random.Random(11)
