@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -243,3 +244,16 @@ def test_changing_commands_wait_for_each_other(smctl, tmp_path):
     out, err = waiting.communicate(timeout=60)
     assert waiting.returncode == 0, err
     assert UUID.match(out)
+
+
+def test_a_database_that_cannot_be_used_exits_1(smctl, tmp_path):
+    result = smctl("sr-list", extra_env={"SMCTL_DB": "/proc/no/such/state.db"})
+    assert result.returncode == 1 and "cannot open the database" in result.stderr
+    newer = tmp_path / "newer.db"
+    ok(smctl("sr-list", extra_env={"SMCTL_DB": str(newer)}))
+    conn = sqlite3.connect(newer)
+    conn.execute("PRAGMA user_version = 999")
+    conn.commit()
+    conn.close()
+    result = smctl("sr-list", extra_env={"SMCTL_DB": str(newer)})
+    assert result.returncode == 1 and "schema version 999 is newer" in result.stderr
