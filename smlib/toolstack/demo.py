@@ -11,7 +11,7 @@ import os
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, TextIO
 
 from smlib.toolstack.db import Database, VBDRecord, VDIRecord
 from smlib.toolstack.ops import Toolstack
@@ -122,7 +122,7 @@ def _import(ts: Toolstack, vdi: VDIRecord, data: bytes, scratch: str) -> None:
     os.remove(path)
 
 
-def print_table(rows: list[Row], out=sys.stdout) -> None:
+def print_table(rows: list[Row], out: TextIO = sys.stdout) -> None:
     header = ("SR", "path", "disk before", "disk after", "content sha256 vs snapshot", "links")
     body = [(r.sr, r.path, r.before, r.after, r.content, r.links) for r in rows]
     widths = [max(len(str(c)) for c in col) for col in zip(header, *body)]

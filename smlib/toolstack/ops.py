@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime
 import uuid as uuidlib
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from smlib.toolstack.db import Database, SRRecord, VBDRecord, VDIRecord, VMRecord
 from smlib.toolstack.runner import (
@@ -22,6 +22,9 @@ from smlib.toolstack.runner import (
     ToolstackError,
     new_ref,
 )
+
+if TYPE_CHECKING:  # revert.py imports this module
+    from smlib.toolstack.revert import DiskRevert, VMRevert
 
 CODE_UNIMPLEMENTED = 38
 
@@ -442,12 +445,14 @@ class Toolstack:
         (the target's own ref in place, the clone's after the fallback)."""
         return self.vdi_revert(self.vdi_by_ref(snapshot_ref), driver_params).result.ref
 
-    def vdi_revert(self, snapshot: VDIRecord, driver_params: Optional[dict[str, str]] = None):
+    def vdi_revert(
+        self, snapshot: VDIRecord, driver_params: Optional[dict[str, str]] = None
+    ) -> DiskRevert:
         from smlib.toolstack.revert import revert_vdi
 
         return revert_vdi(self, snapshot, driver_params)
 
-    def vm_revert(self, snapshot: VMRecord):
+    def vm_revert(self, snapshot: VMRecord) -> VMRevert:
         from smlib.toolstack.revert import revert_vm
 
         return revert_vm(self, snapshot)
