@@ -92,6 +92,11 @@ KEY_TYPES = {
 }
 
 
+def _short(text: str, limit: int = 64) -> str:
+    """repr of caller-supplied text, cut: a 120 KiB name must not fill the log."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} chars)"
+
+
 def _bad_request(detail: str) -> SRError:
     return SRError.from_name("BadRequest", opterr=detail)
 
@@ -135,9 +140,11 @@ def check_request(method_name: str, request: dict) -> None:
             raise _bad_request(f"key {key!r} must be {expected[1]}")
     command = request["command"]
     if command != method_name:
-        raise _bad_request(f"methodName {method_name!r} differs from command {command!r}")
+        raise _bad_request(
+            f"methodName {_short(method_name)} differs from command {_short(command)}"
+        )
     if command not in COMMANDS:
-        raise _bad_request(f"unknown command {command!r}")
+        raise _bad_request(f"unknown command {_short(command)}")
     keys, min_args = COMMANDS[command]
     for key in keys:
         if key not in request:

@@ -19,7 +19,7 @@ def _new_uuid() -> str:
 
 
 def _size(text: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise SRError.from_name("VDISize", opterr=f"size {text!r} is not a byte count")
     return int(text)
 

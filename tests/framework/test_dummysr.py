@@ -109,7 +109,8 @@ def test_driver_info_in_process(fs, dispatch):
 
 
 def test_bad_sizes_are_vdisize_faults(fs, dispatch):
-    for command, args in (("vdi_create", ["-1", "x"]), ("vdi_resize", ["12G"])):
+    for command, args in (("vdi_create", ["-1", "x"]), ("vdi_resize", ["12G"]),
+                          ("vdi_create", ["\u0661\u0662"])):  # Arabic-Indic digits
         with pytest.raises(xmlrpc.client.Fault) as caught:
             dispatch(DummySR, command, args=args)
         assert caught.value.faultCode == 79, command

@@ -80,6 +80,15 @@ def test_unknown_command_and_mismatched_method_name(xapi_params, xapi_xml):
     assert code == 143 and "differs" in message
 
 
+def test_huge_command_name_is_cut_in_the_fault_and_log(xapi_params, xapi_xml, sm_log):
+    name = "vdi_" + "x" * 100_000
+    code, message = fault_of(run(DummySR, xapi_params(name), xapi_xml))
+    assert code == 143 and "unknown command 'vdi_xxx" in message and "(100004 chars)" in message
+    assert len(message) < 300
+    with open(sm_log) as f:
+        assert len(f.read()) < 1000
+
+
 def test_unknown_keys_are_ignored(xapi_params, xapi_xml):
     params = xapi_params("sr_scan", some_future_key={"nested": ["x", 1]})
     assert value_of(run(DummySR, params, xapi_xml)) is None
