@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid as uuidlib
 import xmlrpc.client
 from dataclasses import dataclass, field
@@ -231,6 +232,22 @@ class Runner:
 
     def call(self, sr_type: str, call: Call) -> Any:
         """Run one command; the decoded result, or DriverFault / DriverMissing / ..."""
+        if not os.environ.get("SMCTL_TRACE"):
+            return self._call(sr_type, call)
+        # One line per driver run on stderr: what ran, how long, how it ended.
+        started = time.monotonic()
+        outcome = "ok"
+        try:
+            return self._call(sr_type, call)
+        except ToolstackError as exc:
+            outcome = f"{exc.name} ({exc.code})" if exc.code is not None else exc.name
+            raise
+        finally:
+            ms = (time.monotonic() - started) * 1000
+            target = call.vdi_uuid or call.sr_uuid or "-"
+            sys.stderr.write(f"smctl: {sr_type} {call.command} {target} {ms:.0f} ms {outcome}\n")
+
+    def _call(self, sr_type: str, call: Call) -> Any:
         path = driver_path(self.driver_dir, sr_type)
         if not os.path.exists(path):
             raise DriverMissing(path, f"not found (no driver for SR type {sr_type!r})")

@@ -257,3 +257,14 @@ def test_a_database_that_cannot_be_used_exits_1(smctl, tmp_path):
     conn.close()
     result = smctl("sr-list", extra_env={"SMCTL_DB": str(newer)})
     assert result.returncode == 1 and "schema version 999 is newer" in result.stderr
+
+
+def test_trace_shows_each_driver_run(smctl):
+    result = smctl("sr-create", "type=dummy", "name-label=d", extra_env={"SMCTL_TRACE": "1"})
+    sr = new_uuid(result)
+    lines = result.stderr.splitlines()
+    assert [line.split()[2] for line in lines] == [
+        "sr_get_driver_info", "sr_create", "sr_attach", "sr_scan", "vdi_list"]
+    assert lines[1].startswith(f"smctl: dummy sr_create {sr} ") and lines[1].endswith(" ok")
+    assert lines[-1].endswith("Unimplemented (38)")  # DummySR keeps no list
+    assert smctl("sr-list").stderr == ""  # off by default
