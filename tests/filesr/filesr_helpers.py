@@ -81,7 +81,8 @@ class FileSRHarness:
         self.dc = {"location": self.location}
 
     def params(self, command: str, **keys) -> dict:
-        return self.fns[1](command, device_config=self.dc, sr_uuid=self.sr_uuid, **keys)
+        keys = {"device_config": self.dc, "sr_uuid": self.sr_uuid, **keys}
+        return self.fns[1](command, **keys)
 
     def run(self, command: str, *, env: Optional[dict] = None, **keys):
         """The real executable; returns the DriverRun."""
