@@ -78,7 +78,12 @@ class Tree:
     def open(self, name: str, writable: bool = False) -> Iterator:
         from smlib import vhd
 
-        img = vhd.open_image(self.store.activate(name), writable, resolver=self.store.resolver)
+        try:
+            img = vhd.open_image(self.store.activate(name), writable,
+                                 resolver=self.store.resolver)
+        except (vhd.VHDError, OSError) as e:
+            # A damaged or missing image is an SR error, not a crash (1200).
+            raise err("VDIUnavailable", f"{name}: {e}") from None
         try:
             yield img
         finally:

@@ -89,6 +89,18 @@ def test_vdi_with_children_is_read_only(world):
     assert sr.ok("vdi_attach", vdi_uuid=single, args=["false"])["params"] == sr.path(single)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_damaged_snapshot_image_is_an_sr_error(world, damage):
+    sr, ids = world
+    path = sr.path(ids["s1"])
+    if damage == "missing":
+        os.unlink(path)
+    else:
+        with open(path, "r+b") as f:
+            f.truncate(300)
+    refused(sr, 46, "vdi_revert", vdi_uuid=ids["s1"], args=[ids["t"]])
+
+
 def test_chain_too_long(filesr):
     sr = filesr
     t = sr.create(call=sr.inproc)
