@@ -34,7 +34,10 @@ class RawFile:
 
     def size(self) -> int:
         """Bytes in the file or container (works for block devices too)."""
-        return self._f.seek(0, os.SEEK_END)
+        try:
+            return self._f.seek(0, os.SEEK_END)
+        except OSError as exc:
+            raise VHDError(self.path, None, f"cannot size: {exc.strerror or exc}") from exc
 
     def read_at(self, offset: int, length: int) -> bytes:
         """Exactly length bytes at offset, or VHDError (short read / I/O error)."""
