@@ -30,6 +30,10 @@ def socket_path() -> str:
 def _session(session_ref: str, path: str):
     import XenAPI  # lazy: heavy, and only real-xapi reverts need it
 
+    if path == DEFAULT_SOCKET:
+        session = XenAPI.xapi_local()
+        session._session = session_ref  # reuse xapi's session: no login
+        return session
     # XenAPI's Unix transport spells the socket path in the URL host with
     # "/" written as "_" (as xapi_local() does for /var/lib/xcp/xapi).
     if "_" in path:

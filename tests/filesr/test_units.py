@@ -101,3 +101,12 @@ def test_volume_names(text, uuid, volume):
 
     assert is_uuid(text) is uuid
     assert is_volume_name(text) is volume
+
+
+def test_xapi_default_is_the_local_socket(monkeypatch):
+    if os.path.exists(xapi.DEFAULT_SOCKET):
+        pytest.skip("a real xapi socket exists here")
+    monkeypatch.delenv(xapi.SOCKET_ENV, raising=False)
+    with pytest.raises(SRError) as info:
+        xapi.vdi_uuid("OpaqueRef:s", "OpaqueRef:x")
+    assert info.value.code == 202 and xapi.DEFAULT_SOCKET in str(info.value)
