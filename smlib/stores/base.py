@@ -282,7 +282,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def journal_remove(self, key: str) -> None:
-        """Remove journal record ``key`` durably; missing is not an error."""
+        """Remove journal record ``key``; missing is not an error. Need not
+        be durable: the tree calls ``sync`` and writes the metadata first,
+        and replaying a finished record is harmless (forward steps are
+        idempotent)."""
 
     @abc.abstractmethod
     def lock_path(self) -> str:
