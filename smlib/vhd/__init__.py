@@ -5,8 +5,9 @@ The contract is in docs/internals.md ("VHD library contract").
 
 from .chain import chain, coalesce, depth, export_raw, import_raw
 from .check import check
+from .create import create, required_size, snapshot
 from .errors import VHDError
-from .image import Image, create, default_resolver, open_image, required_size, snapshot
+from .image import Image, default_resolver, open_image
 
 __all__ = [
     "VHDError", "Image", "create", "snapshot", "open_image", "chain", "depth",

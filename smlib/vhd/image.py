@@ -1,4 +1,4 @@
-"""VHD images: create, snapshot, open, read and write through a chain.
+"""Open VHD images: query, read and write through a chain, hidden, reparent, resize.
 
 An image may sit in a container larger than itself (an LV, a block
 device): its trailing footer is at the end of data, computed from the
@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 import uuid as uuidlib
 from array import array
 from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple, Union
 
 from . import format as fmt
 from .errors import VHDError
-from .rawio import RawFile, mtime
+from .locators import parent_fields, relative_locator
+from .rawio import RawFile
 
 Resolver = Callable[[str, str], str]
 Buffer = Union[bytes, bytearray, memoryview]
@@ -45,117 +45,9 @@ def round_size(virtual_size: int) -> int:
     return fmt.round_up(virtual_size, fmt.BLOCK_SIZE)
 
 
-def _check_size(path: str, size: int) -> None:
+def check_size(path: str, size: int) -> None:
     if size <= 0 or size > MAX_VIRTUAL_SIZE:
         raise VHDError(path, None, f"virtual size {size} out of range (1 .. {MAX_VIRTUAL_SIZE})")
-
-
-def _metadata_end(max_bat: int, with_locators: bool) -> int:
-    end = fmt.TABLE_OFFSET + fmt.bat_bytes(max_bat) + fmt.SECTOR + fmt.batmap_bytes(max_bat)
-    if with_locators:
-        end += len(fmt.SNAPSHOT_LOCATORS) * fmt.LOCATOR_SPACE
-    return end
-
-
-def required_size(virtual_size: int) -> int:
-    """Container bytes for a fully allocated image of that size (with locators)."""
-    blocks = round_size(virtual_size) // fmt.BLOCK_SIZE
-    meta = fmt.round_up(_metadata_end(blocks, True) + fmt.SECTOR, fmt.DATA_ALIGN)
-    # Twice the metadata: resize() writes a grown BAT after the data and
-    # leaves the old one (never larger than the new) unused.
-    return 2 * meta + blocks * (fmt.BLOCK_SIZE + fmt.DATA_ALIGN) + fmt.FOOTER_SIZE
-
-
-def _locator_relpath(child_path: str, parent_path: str, parent_locator: Optional[str]) -> str:
-    """The './name' form blktap writes; refuses what the locators cannot hold."""
-    name = parent_locator
-    if name is None:
-        name = os.path.relpath(os.path.abspath(parent_path),
-                               os.path.dirname(os.path.abspath(child_path)))
-        if name.startswith(".."):
-            raise VHDError(child_path, None,
-                           f"parent {parent_path} is outside the child's directory")
-    if not name or os.path.isabs(name):
-        raise VHDError(child_path, None, f"bad parent locator {name!r}")
-    rel = name if name.startswith(("./", "../")) else "./" + name
-    for code in fmt.SNAPSHOT_LOCATORS:
-        if len(fmt.encode_locator(code, rel)) > fmt.LOCATOR_SPACE:
-            raise VHDError(child_path, None,
-                           f"parent locator {name!r} longer than the locator space")
-    if len(os.path.basename(rel).encode("utf-16-be")) > fmt.PARENT_NAME_SIZE:
-        raise VHDError(child_path, None, f"parent name {name!r} too long")
-    return rel
-
-
-def _parent_fields(child_path: str, header: fmt.Header, parent: Image, rel: str,
-                   locator_base: int) -> bytes:
-    """Fill header's parent fields; return the three locator payload sectors."""
-    header.parent_uuid = parent.footer.uuid
-    header.parent_timestamp = fmt.vhd_time(mtime(parent.path))
-    header.parent_name = os.path.basename(rel)
-    payload = bytearray()
-    for i, code in enumerate(fmt.SNAPSHOT_LOCATORS):
-        data = fmt.encode_locator(code, rel)
-        header.locators[i] = fmt.Locator(code, fmt.LOCATOR_SPACE, len(data),
-                                         locator_base + len(payload))
-        payload += data + bytes(fmt.LOCATOR_SPACE - len(data))
-    for i in range(len(fmt.SNAPSHOT_LOCATORS), fmt.LOCATOR_COUNT):
-        header.locators[i] = fmt.Locator()
-    return bytes(payload)
-
-
-def _new_image(path: str, size: int, max_bat: int, hidden: bool,
-               parent: Optional[Image] = None, rel: Optional[str] = None) -> None:
-    """Write a fresh dynamic or differencing image in blktap's layout."""
-    footer = fmt.Footer(disk_type=fmt.DISK_DIFF if parent else fmt.DISK_DYNAMIC,
-                        current_size=size, original_size=size,
-                        uuid=uuidlib.uuid4().bytes, timestamp=fmt.vhd_time(time.time()),
-                        hidden=int(hidden), geometry=fmt.geometry(size))
-    header = fmt.Header(max_bat=max_bat)
-    batmap_hdr_at = fmt.TABLE_OFFSET + fmt.bat_bytes(max_bat)
-    batmap = bytes(fmt.batmap_bytes(max_bat))
-    batmap_hdr = fmt.BatmapHeader(offset=batmap_hdr_at + fmt.SECTOR,
-                                  size=len(batmap) // fmt.SECTOR,
-                                  checksum=fmt.bytes_checksum(batmap))
-    locators = b""
-    if parent is not None:
-        locators = _parent_fields(path, header, parent, rel or "",
-                                  batmap_hdr.offset + len(batmap))
-    foot = footer.pack()
-    bat = b"\xff\xff\xff\xff" * max_bat
-    bat += bytes(fmt.bat_bytes(max_bat) - len(bat))
-    blob = b"".join((foot, header.pack(path), bat, batmap_hdr.pack(), batmap, locators, foot))
-    existing = os.path.exists(path)
-    raw = RawFile(path, writable=existing, create=not existing)
-    try:
-        raw.write_at(0, blob)
-        raw.truncate(len(blob))
-    finally:
-        raw.close()
-
-
-def create(path: str, virtual_size: int, *, prealloc_size: Optional[int] = None,
-           hidden: bool = False) -> None:
-    """A new empty dynamic image; prealloc_size sizes the BAT for future growth."""
-    size = round_size(virtual_size)
-    _check_size(path, size)
-    room = max(size, round_size(prealloc_size or 0))
-    _check_size(path, room)
-    _new_image(path, size, room // fmt.BLOCK_SIZE, hidden)
-
-
-def snapshot(path: str, parent_path: str, *, parent_locator: Optional[str] = None,
-             hidden: bool = False, resolver: Optional[Resolver] = None) -> None:
-    """A new empty differencing child of parent_path.
-
-    resolver is accepted so callers can pass the same arguments everywhere;
-    the parent is named by parent_path, so nothing needs resolving here.
-    """
-    del resolver
-    rel = _locator_relpath(path, parent_path, parent_locator)
-    with open_image(parent_path) as parent:
-        size = parent.virtual_size
-        _new_image(path, size, -(-size // fmt.BLOCK_SIZE), hidden, parent, rel)
 
 
 def open_image(path: str, writable: bool = False, *,
@@ -617,7 +509,7 @@ class Image:
         self._require_writable()
         if self.disk_type != fmt.DISK_DIFF:
             raise VHDError(self.path, fmt.F_DISK_TYPE, "not a differencing image")
-        rel = _locator_relpath(self.path, parent_path, parent_locator)
+        rel = relative_locator(self.path, parent_path, parent_locator)
         slots = sorted(loc.offset for loc in self.header.locators
                        if loc.code != fmt.PLAT_NONE and loc.space >= fmt.LOCATOR_SPACE)
         if len(slots) < len(fmt.SNAPSHOT_LOCATORS) or any(
@@ -626,7 +518,7 @@ class Image:
                            "no room for the parent locators")
         with Image(parent_path) as parent:
             header = self.header
-            payload = _parent_fields(self.path, header, parent, rel, 0)
+            payload = parent_fields(header, parent.footer.uuid, parent.path, rel, 0)
         for i, at in enumerate(slots[:len(fmt.SNAPSHOT_LOCATORS)]):
             header.locators[i].offset = at
             chunk = payload[i * fmt.LOCATOR_SPACE:(i + 1) * fmt.LOCATOR_SPACE]
@@ -641,7 +533,7 @@ class Image:
         self._require_writable()
         self.flush()
         size = round_size(new_virtual_size)
-        _check_size(self.path, size)
+        check_size(self.path, size)
         if size < self.virtual_size:
             raise VHDError(self.path, None, "shrinking is not supported")
         if size == self.virtual_size:

@@ -112,3 +112,19 @@ def test_image_inside_larger_container(tmp_path):
         assert img.read(MiB, 4096) == b"z" * 4096
         assert img.physical_size == phys
     assert open(path, "rb").read(len(data)) == data
+
+
+def test_snapshot_onto_its_parent_refused(tmp_path):
+    path = str(tmp_path / "a.vhd")
+    vhd.create(path, 2 * MiB)
+    before = open(path, "rb").read()
+    with pytest.raises(vhd.VHDError, match="own parent"):
+        vhd.snapshot(path, path)
+    assert open(path, "rb").read() == before
+
+
+def test_create_refuses_bad_sizes(tmp_path):
+    for size in (0, -5, 2 * 1024 ** 4 + 1):
+        with pytest.raises(vhd.VHDError, match="out of range"):
+            vhd.create(str(tmp_path / "x.vhd"), size)
+    assert not os.path.exists(str(tmp_path / "x.vhd"))

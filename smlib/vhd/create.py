@@ -1,0 +1,86 @@
+"""Making new images: dynamic (create) and differencing (snapshot), in blktap's layout."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid as uuidlib
+from typing import Optional
+
+from . import format as fmt
+from .errors import VHDError
+from .image import Image, Resolver, check_size, open_image, round_size
+from .locators import parent_fields, relative_locator
+from .rawio import RawFile
+
+
+def _metadata_end(max_bat: int, with_locators: bool) -> int:
+    end = fmt.TABLE_OFFSET + fmt.bat_bytes(max_bat) + fmt.SECTOR + fmt.batmap_bytes(max_bat)
+    if with_locators:
+        end += len(fmt.SNAPSHOT_LOCATORS) * fmt.LOCATOR_SPACE
+    return end
+
+
+def required_size(virtual_size: int) -> int:
+    """Container bytes for a fully allocated image of that size (with locators)."""
+    blocks = round_size(virtual_size) // fmt.BLOCK_SIZE
+    meta = fmt.round_up(_metadata_end(blocks, True) + fmt.SECTOR, fmt.DATA_ALIGN)
+    # Twice the metadata: resize() writes a grown BAT after the data and
+    # leaves the old one (never larger than the new) unused.
+    return 2 * meta + blocks * (fmt.BLOCK_SIZE + fmt.DATA_ALIGN) + fmt.FOOTER_SIZE
+
+
+def _new_image(path: str, size: int, max_bat: int, hidden: bool,
+               parent: Optional[Image] = None, rel: Optional[str] = None) -> None:
+    """Write a fresh dynamic or differencing image in blktap's layout."""
+    footer = fmt.Footer(disk_type=fmt.DISK_DIFF if parent else fmt.DISK_DYNAMIC,
+                        current_size=size, original_size=size,
+                        uuid=uuidlib.uuid4().bytes, timestamp=fmt.vhd_time(time.time()),
+                        hidden=int(hidden), geometry=fmt.geometry(size))
+    header = fmt.Header(max_bat=max_bat)
+    batmap_hdr_at = fmt.TABLE_OFFSET + fmt.bat_bytes(max_bat)
+    batmap = bytes(fmt.batmap_bytes(max_bat))
+    batmap_hdr = fmt.BatmapHeader(offset=batmap_hdr_at + fmt.SECTOR,
+                                  size=len(batmap) // fmt.SECTOR,
+                                  checksum=fmt.bytes_checksum(batmap))
+    locators = b""
+    if parent is not None:
+        locators = parent_fields(header, parent.footer.uuid, parent.path, rel or "",
+                                 batmap_hdr.offset + len(batmap))
+    foot = footer.pack()
+    bat = b"\xff\xff\xff\xff" * max_bat
+    bat += bytes(fmt.bat_bytes(max_bat) - len(bat))
+    blob = b"".join((foot, header.pack(path), bat, batmap_hdr.pack(), batmap, locators, foot))
+    existing = os.path.exists(path)
+    raw = RawFile(path, writable=existing, create=not existing)
+    try:
+        raw.write_at(0, blob)
+        raw.truncate(len(blob))
+    finally:
+        raw.close()
+
+
+def create(path: str, virtual_size: int, *, prealloc_size: Optional[int] = None,
+           hidden: bool = False) -> None:
+    """A new empty dynamic image; prealloc_size sizes the BAT for future growth."""
+    size = round_size(virtual_size)
+    check_size(path, size)
+    room = max(size, round_size(prealloc_size or 0))
+    check_size(path, room)
+    _new_image(path, size, room // fmt.BLOCK_SIZE, hidden)
+
+
+def snapshot(path: str, parent_path: str, *, parent_locator: Optional[str] = None,
+             hidden: bool = False, resolver: Optional[Resolver] = None) -> None:
+    """A new empty differencing child of parent_path.
+
+    resolver is accepted so callers can pass the same arguments everywhere;
+    the parent is named by parent_path, so nothing needs resolving here.
+    """
+    del resolver
+    if os.path.exists(path) and os.path.samefile(path, parent_path):
+        raise VHDError(path, None, "a snapshot cannot replace its own parent")
+    rel = relative_locator(path, parent_path, parent_locator)
+    with open_image(parent_path) as parent:
+        size = parent.virtual_size
+        _new_image(path, size, -(-size // fmt.BLOCK_SIZE), hidden, parent, rel)
