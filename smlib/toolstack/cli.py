@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional, TextIO
 
 from smlib.toolstack.db import Database, SchemaError, SRRecord, VBDRecord, VDIRecord, VMRecord
 from smlib.toolstack.ops import Toolstack
+from smlib.toolstack.revert import recover_pending
 from smlib.toolstack.runner import DriverFault, ToolstackError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -563,7 +564,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         if cmd.changes:
             with db.operation_lock():
-                cmd.run(Toolstack(db), args, out)
+                ts = Toolstack(db)
+                for note in recover_pending(ts):
+                    err.write(f"smctl: {note}\n")
+                cmd.run(ts, args, out)
         else:
             cmd.run(Toolstack(db), args, out)
     except UsageError as exc:

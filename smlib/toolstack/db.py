@@ -15,7 +15,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, TypeVar
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE sr (
@@ -63,6 +63,21 @@ CREATE TABLE vbd (
     mode TEXT NOT NULL DEFAULT 'RW' CHECK (mode IN ('RO', 'RW'))
 );
 """
+
+
+# Version n's changes, applied in order to a database at version n-1. SCHEMA
+# above is version 1.
+MIGRATIONS: dict[int, str] = {
+    # Multi-step operations in progress (VM revert), so that the next smctl
+    # can finish or undo one that was killed part way.
+    2: """
+CREATE TABLE pending (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+""",
+}
 
 
 def default_path() -> str:
@@ -199,10 +214,17 @@ class Database:
                 ).fetchone()[0]
                 if tables:
                     raise SchemaError(f"{self.path}: not an smctl database (no schema version)")
-                for statement in SCHEMA.split(";"):
-                    if statement.strip():
-                        self.conn.execute(statement)
-                self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                self._run_script(SCHEMA)
+                version = 1
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                self._run_script(MIGRATIONS[step])
+            self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _run_script(self, script: str) -> None:
+        # executescript() would commit the open transaction: one statement at a time.
+        for statement in script.split(";"):
+            if statement.strip():
+                self.conn.execute(statement)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -297,3 +319,26 @@ class Database:
                 "UPDATE vbd SET vdi_ref = ? WHERE vdi_ref = ?", [new_vdi_ref, old_vdi_ref]
             )
         return cur.rowcount
+
+    # Operations in progress ---------------------------------------------
+
+    def pending_add(self, kind: str, body: dict) -> int:
+        with self.transaction():
+            cur = self.conn.execute(
+                "INSERT INTO pending (kind, body) VALUES (?, ?)", [kind, json.dumps(body)]
+            )
+        return int(cur.lastrowid)
+
+    def pending_set(self, pending_id: int, body: dict) -> None:
+        with self.transaction():
+            self.conn.execute(
+                "UPDATE pending SET body = ? WHERE id = ?", [json.dumps(body), pending_id]
+            )
+
+    def pending_remove(self, pending_id: int) -> None:
+        with self.transaction():
+            self.conn.execute("DELETE FROM pending WHERE id = ?", [pending_id])
+
+    def pending(self) -> list[tuple[int, str, dict]]:
+        rows = self.conn.execute("SELECT id, kind, body FROM pending ORDER BY id").fetchall()
+        return [(row[0], row[1], json.loads(row[2])) for row in rows]

@@ -21,6 +21,8 @@ from smlib.toolstack.db import VBDRecord, VDIRecord, VMRecord
 from smlib.toolstack.ops import CODE_UNIMPLEMENTED, Toolstack
 from smlib.toolstack.runner import DriverFault, ToolstackError
 
+CODE_VDI_MISSING = 144
+
 IN_PLACE = "in-place"
 CLONE = "clone"
 
@@ -135,6 +137,15 @@ def _with_notes(exc: ToolstackError, notes: list[str]) -> ToolstackError:
 
 
 # VM.revert -------------------------------------------------------------
+#
+# The plan is kept in the database's `pending` table while the revert runs
+# (phase "prepare", then "commit"), so that a revert whose smctl was killed
+# is finished by the next one: a prepare is rolled back, a commit rolled
+# forward (recover_pending). Steps are written so that doing one twice is
+# harmless.
+
+IN_PLACE_STARTED = "in-place-started"  # vdi_revert sent; done or not is unknown
+KIND = "vm_revert"
 
 
 def _plan(ts: Toolstack, snap: VMRecord, vm: VMRecord) -> list[DiskRevert]:
@@ -152,14 +163,41 @@ def _plan(ts: Toolstack, snap: VMRecord, vm: VMRecord) -> list[DiskRevert]:
     return plan
 
 
-def _rollback(ts: Toolstack, plan: list[DiskRevert]) -> list[str]:
+class _Journal:
+    """The plan as a `pending` record, rewritten after every step."""
+
+    def __init__(self, ts: Toolstack, vm: VMRecord, snap: VMRecord,
+                 plan: list[DiskRevert], pending_id: Optional[int] = None) -> None:
+        self.ts, self.vm, self.snap, self.plan = ts, vm, snap, plan
+        self.phase = "prepare"
+        self.id = pending_id if pending_id is not None else ts.db.pending_add(KIND, self.body())
+
+    def body(self) -> dict:
+        def ref(rec: Optional[VDIRecord]) -> Optional[str]:
+            return rec.ref if rec else None
+
+        return {"phase": self.phase, "vm": self.vm.ref, "snapshot": self.snap.ref, "steps": [
+            {"snapshot": s.snapshot.ref, "target": ref(s.target), "device": s.device,
+             "kind": s.kind, "path": s.path, "result": ref(s.result), "safety": ref(s.safety)}
+            for s in self.plan]}
+
+    def save(self, phase: Optional[str] = None) -> None:
+        self.phase = phase or self.phase
+        self.ts.db.pending_set(self.id, self.body())
+
+    def done(self) -> None:
+        self.ts.db.pending_remove(self.id)
+
+
+def _rollback(ts: Toolstack, journal: _Journal) -> list[str]:
     """Undo the reversible steps taken so far; returns what could not be undone."""
     problems = []
-    for step in plan:
+    for step in journal.plan:
         if step.path == CLONE and step.result is not None:
             problems += ts.discard([step.result])
             step.result = None
-        if step.path == IN_PLACE and step.safety is not None:
+            journal.save()
+        if step.path in (IN_PLACE, IN_PLACE_STARTED) and step.safety is not None:
             try:
                 if not try_in_place(ts, step.safety, step.target):
                     raise ToolstackError("VDI_REVERT", "the SR no longer reverts in place")
@@ -169,49 +207,69 @@ def _rollback(ts: Toolstack, plan: list[DiskRevert]) -> list[str]:
                     f"is kept in snapshot {step.safety.uuid}: {exc}"
                 )
                 continue
+            step.path = ""
+            journal.save()
         if step.safety is not None:
             problems += ts.discard([step.safety])
             step.safety = None
+            journal.save()
+    if not problems:
+        journal.done()
     return problems
 
 
-def _reversible_steps(ts: Toolstack, plan: list[DiskRevert]) -> None:
+def _reversible_steps(ts: Toolstack, journal: _Journal) -> None:
     # A guard snapshot is only needed when a later step could fail.
-    guard = len(plan) > 1
-    for step in plan:
+    guard = len(journal.plan) > 1
+    for step in journal.plan:
         if step.kind == "disk" and step.target is not None:
             if guard and ts.can(ts.sr_of(step.target), "VDI_REVERT"):
                 step.safety = ts.vdi_snapshot(step.target)
-            if try_in_place(ts, step.snapshot, step.target):
+            step.path = IN_PLACE_STARTED
+            journal.save()
+            try:
+                reverted = try_in_place(ts, step.snapshot, step.target)
+            except ToolstackError:
+                # A driver that answers with an error has changed nothing. (On
+                # Ctrl-C the driver was interrupted too: done or not is unknown.)
+                step.path = ""
+                raise
+            if reverted:
                 step.path, step.result = IN_PLACE, ts.db.get(VDIRecord, step.target.ref)
+                journal.save()
                 continue
+            step.path = ""
             if step.safety is not None:
                 ts.discard([step.safety])
                 step.safety = None
+            journal.save()
         # CD images are never reverted; suspend disks and disks that lost
         # their original are always cloned.
         step.result = clone_for(ts, step.snapshot, step.target)
         step.path = CLONE
+        journal.save()
 
 
-def _commit(ts: Toolstack, vm: VMRecord, snap: VMRecord, plan: list[DiskRevert]) -> list[str]:
+def _commit(ts: Toolstack, journal: _Journal) -> list[str]:
+    journal.save("commit")  # from here on, an interrupted revert is finished, not undone
     warnings = []
-    for step in plan:
+    for step in journal.plan:
         if step.safety is not None:
             warnings += ts.discard([step.safety])
-            step.safety = None
-    for step in plan:
+    for step in journal.plan:
         if step.path != CLONE or step.target is None:
             continue
         try:
             ts.call_vdi(step.target, "vdi_delete")
             deleted = True
-        except ToolstackError as exc:
-            # The revert stands; the old disk stays, recorded, unplugged.
-            warnings.append(f"old disk {step.target.uuid} could not be destroyed: {exc}")
-            deleted = False
+        except DriverFault as exc:
+            deleted = exc.code == CODE_VDI_MISSING  # already gone: a second commit
+            if not deleted:
+                # The revert stands; the old disk stays, recorded, unplugged.
+                warnings.append(f"old disk {step.target.uuid} could not be destroyed: {exc}")
         hand_over(ts, step.target, step.result, old_deleted=deleted)
-    _match_layout(ts, vm, snap, plan)
+    _match_layout(ts, journal.vm, journal.snap, journal.plan)
+    journal.done()
     return warnings
 
 
@@ -241,14 +299,60 @@ def revert_vm(ts: Toolstack, snap: VMRecord) -> VMRevert:
     vm = ts.db.get(VMRecord, snap.snapshot_of) if snap.snapshot_of else None
     if vm is None:
         raise ToolstackError("VM_MISSING", f"the VM snapshot {snap.uuid} was taken of is gone")
-    plan = _plan(ts, snap, vm)
+    journal = _Journal(ts, vm, snap, _plan(ts, snap, vm))
     try:
-        _reversible_steps(ts, plan)
+        _reversible_steps(ts, journal)
     except ToolstackError as exc:
-        raise _with_notes(exc, _rollback(ts, plan)) from None
+        raise _with_notes(exc, _rollback(ts, journal)) from None
     except KeyboardInterrupt:
         # Interrupted between driver calls: still leave all or nothing.
-        _rollback(ts, plan)
+        _rollback(ts, journal)
         raise
-    warnings = _commit(ts, vm, snap, plan)
-    return VMRevert(ts.db.get(VMRecord, vm.ref), plan, warnings)
+    warnings = _commit(ts, journal)
+    return VMRevert(ts.db.get(VMRecord, vm.ref), journal.plan, warnings)
+
+
+def _load(ts: Toolstack, pending_id: int, body: dict) -> Optional[_Journal]:
+    vm = ts.db.get(VMRecord, body["vm"])
+    snap = ts.db.get(VMRecord, body["snapshot"])
+    if vm is None or snap is None:
+        return None
+
+    def vdi(ref: Optional[str]) -> Optional[VDIRecord]:
+        return ts.db.get(VDIRecord, ref) if ref else None
+
+    plan = []
+    for s in body["steps"]:
+        snapshot = vdi(s["snapshot"])
+        if snapshot is None:
+            return None
+        plan.append(DiskRevert(snapshot, vdi(s["target"]), s["device"], s["kind"], s["path"],
+                               vdi(s["result"]), vdi(s["safety"])))
+    journal = _Journal(ts, vm, snap, plan, pending_id)
+    journal.phase = body["phase"]
+    return journal
+
+
+def recover_pending(ts: Toolstack) -> list[str]:
+    """Finish VM reverts a killed smctl left: undo a prepare, complete a commit.
+
+    Returns one line per revert handled, for the user."""
+    notes = []
+    for pending_id, kind, body in ts.db.pending():
+        if kind != KIND:
+            continue
+        journal = _load(ts, pending_id, body)
+        if journal is None:  # its VM or disks were removed since: nothing to finish
+            ts.db.pending_remove(pending_id)
+            continue
+        what = f"an interrupted vm-revert of VM {journal.vm.uuid}"
+        try:
+            if journal.phase == "commit":
+                problems = _commit(ts, journal)
+                notes.append(f"{what} was completed" + "".join(f"; {p}" for p in problems))
+            else:
+                problems = _rollback(ts, journal)
+                notes.append(f"{what} was rolled back" + "".join(f"; {p}" for p in problems))
+        except ToolstackError as exc:
+            notes.append(f"{what} could not be finished yet: {exc}")
+    return notes

@@ -69,3 +69,23 @@ def test_default_path(monkeypatch, tmp_path):
     monkeypatch.delenv("SMCTL_DB")
     monkeypatch.setenv("HOME", str(tmp_path))
     assert dbmod.default_path() == str(tmp_path / ".local/share/smctl/state.db")
+
+
+def test_a_version_1_database_is_upgraded_in_place(tmp_path):
+    path = str(tmp_path / "v1.db")
+    conn = sqlite3.connect(path)
+    for statement in dbmod.SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("INSERT INTO sr (ref, uuid, type) VALUES ('OpaqueRef:a', 'sr-a', 'file')")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    db = Database(path)
+    assert db.conn.execute("PRAGMA user_version").fetchone()[0] == dbmod.SCHEMA_VERSION == 2
+    assert db.by_uuid(SRRecord, "sr-a").type == "file"
+    pending_id = db.pending_add("vm_revert", {"phase": "prepare"})
+    db.pending_set(pending_id, {"phase": "commit"})
+    assert db.pending() == [(pending_id, "vm_revert", {"phase": "commit"})]
+    db.pending_remove(pending_id)
+    assert db.pending() == []

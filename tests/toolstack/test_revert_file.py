@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -254,4 +256,119 @@ def test_suspend_disk_clone_failing_undoes_the_in_place_disk(ts, sr, tmp_path, f
     new_suspend = next(d.result for d in result.disks if d.kind == "suspend")
     assert result.vm.suspend_vdi == new_suspend.ref != suspend.ref
     assert ts.db.get(VDIRecord, suspend.ref) is None
+    assert_db_matches_sr(ts, sr)
+
+
+# A FileSR that kills the smctl running it (SIGKILL: no cleanup of any kind)
+# at the $KILL_AT-th call of $KILL_COMMAND, after the real driver did the
+# work ($KILL_WHEN=after) or before it ran (before).
+KILLER = """
+import os, signal, subprocess, sys, xmlrpc.client
+(params,), method = xmlrpc.client.loads(sys.argv[1])
+hit = False
+if method == os.environ["KILL_COMMAND"]:
+    counter = os.environ["KILL_COUNTER"]
+    seen = int(open(counter).read()) + 1 if os.path.exists(counter) else 1
+    open(counter, "w").write(str(seen))
+    hit = seen == int(os.environ["KILL_AT"])
+if hit and os.environ["KILL_WHEN"] == "before":
+    os.kill(os.getppid(), signal.SIGKILL)
+    sys.exit(0)
+proc = subprocess.run([REAL] + sys.argv[1:], capture_output=True, text=True)
+if hit:
+    os.kill(os.getppid(), signal.SIGKILL)
+sys.stdout.write(proc.stdout)
+sys.exit(proc.returncode)
+"""
+
+
+@pytest.fixture
+def killed_smctl(tmp_path, db, drivers_dir, write_driver):
+    """killed_smctl(command, at, when, *argv): run smctl on the test's database
+    with the killing FileSR; returns the finished process (killed by then)."""
+    kdir = tmp_path / "killer"
+    kdir.mkdir()
+    write_driver(str(kdir), "FileSR",
+                 f"REAL = {os.path.join(drivers_dir, 'FileSR')!r}\n" + KILLER)
+    exe = os.path.join(os.path.dirname(sys.executable), "smctl")
+
+    def run(command: str, at: int, when: str, *argv: str) -> subprocess.CompletedProcess:
+        env = dict(os.environ, SMCTL_DB=db.path, SMCTL_DRIVER_DIR=str(kdir),
+                   KILL_COMMAND=command, KILL_AT=str(at), KILL_WHEN=when,
+                   KILL_COUNTER=str(tmp_path / f"kill-{command}-{at}-{when}"))
+        env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
+        return subprocess.run([exe, *argv], capture_output=True, text=True, env=env,
+                              timeout=300, stdin=subprocess.DEVNULL)
+
+    return run
+
+
+def test_killed_during_in_place_reverts_is_rolled_back_by_the_next_smctl(
+        ts, sr, tmp_path, killed_smctl):
+    disks = [ts.vdi_create(sr, 16 * MiB, f"d{i}") for i in range(3)]
+    vm = ts.vm_create("vm", disks)
+    for i, d in enumerate(disks):
+        put(ts, d, pattern(60 + i), tmp_path)
+    snap = ts.vm_snapshot(vm)
+    for i, d in enumerate(disks):
+        put(ts, d, pattern(70 + i), tmp_path)
+    before = managed(ts, sr)
+
+    # Two of three disks reverted in place, then smctl dies.
+    dead = killed_smctl("vdi_revert", 2, "after", "vm-revert", f"snapshot-uuid={snap.uuid}")
+    assert dead.returncode == -9
+    assert ts.db.pending()  # the interrupted revert is on record
+
+    nxt = killed_smctl("none", 1, "after", "sr-scan", f"uuid={sr.uuid}")
+    assert nxt.returncode == 0, nxt.stderr
+    assert f"an interrupted vm-revert of VM {vm.uuid} was rolled back" in nxt.stderr
+    assert ts.db.pending() == []
+    assert managed(ts, sr) == before  # same disks, no guard snapshots left
+    for i, d in enumerate(disks):
+        assert content(ts, d, tmp_path) == pattern(70 + i)
+    assert_db_matches_sr(ts, sr)
+
+
+def test_killed_during_the_commit_is_completed_by_the_next_smctl(
+        ts, sr, tmp_path, killed_smctl):
+    sr = ts.db.update(sr, capabilities=[c for c in sr.capabilities if c != "VDI_REVERT"])
+    disks = [ts.vdi_create(sr, 16 * MiB, f"d{i}") for i in range(2)]
+    vm = ts.vm_create("vm", disks)
+    for i, d in enumerate(disks):
+        put(ts, d, pattern(80 + i), tmp_path)
+    snap = ts.vm_snapshot(vm)
+    for i, d in enumerate(disks):
+        put(ts, d, pattern(90 + i), tmp_path)
+
+    # Both clones made, the first old disk destroyed on the SR, then smctl dies.
+    dead = killed_smctl("vdi_delete", 1, "after", "vm-revert", f"snapshot-uuid={snap.uuid}")
+    assert dead.returncode == -9
+
+    nxt = killed_smctl("none", 1, "after", "vdi-list", "--minimal")  # reads do not recover
+    assert nxt.returncode == 0 and ts.db.pending()
+    nxt = killed_smctl("none", 1, "after", "sr-scan", f"uuid={sr.uuid}")
+    assert nxt.returncode == 0, nxt.stderr
+    assert "was completed" in nxt.stderr and ts.db.pending() == []
+    now = [ts.db.get(VDIRecord, v.vdi_ref) for v in ts.vbds(vm)]
+    assert [d.name_label for d in now] == ["d0", "d1"]
+    for i, (old, new) in enumerate(zip(disks, now)):
+        assert new.uuid != old.uuid and ts.db.get(VDIRecord, old.ref) is None
+        assert content(ts, new, tmp_path) == pattern(80 + i)
+    for vbd in ts.vbds(snap):
+        assert ts.db.get(VDIRecord, vbd.vdi_ref).snapshot_of in {d.ref for d in now}
+    assert_db_matches_sr(ts, sr)
+
+
+def test_killed_before_a_clone_is_rolled_back(ts, sr, tmp_path, killed_smctl):
+    sr = ts.db.update(sr, capabilities=[c for c in sr.capabilities if c != "VDI_REVERT"])
+    disks = [ts.vdi_create(sr, 16 * MiB, f"d{i}") for i in range(2)]
+    vm = ts.vm_create("vm", disks)
+    snap = ts.vm_snapshot(vm)
+    before = managed(ts, sr)
+    dead = killed_smctl("vdi_clone", 2, "before", "vm-revert", f"snapshot-uuid={snap.uuid}")
+    assert dead.returncode == -9
+    nxt = killed_smctl("none", 1, "after", "sr-scan", f"uuid={sr.uuid}")
+    assert "was rolled back" in nxt.stderr
+    assert managed(ts, sr) == before
+    assert [v.vdi_ref for v in ts.vbds(vm)] == [d.ref for d in disks]
     assert_db_matches_sr(ts, sr)
