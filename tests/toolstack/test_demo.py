@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from smlib.toolstack.demo import known_data
 
 
@@ -31,6 +33,7 @@ def test_demo_passes(drivers_dir):
     assert "all checks passed" in result.stdout
 
 
+@pytest.mark.slow
 def test_demo_fails_without_filesr(tmp_path, drivers_dir):
     os.symlink(os.path.join(drivers_dir, "DummySR"), tmp_path / "DummySR")
     result = run_demo(str(tmp_path))
@@ -40,6 +43,7 @@ def test_demo_fails_without_filesr(tmp_path, drivers_dir):
     assert "FAILED file: no file driver" in result.stdout
 
 
+@pytest.mark.slow
 def test_demo_fails_when_the_in_place_path_is_not_taken(tmp_path, drivers_dir, write_driver):
     # A FileSR whose vdi_revert says "not implemented": the revert falls back
     # to clone, which the demo must flag for a file SR.
