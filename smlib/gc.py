@@ -118,4 +118,7 @@ class GC:
             if rec is not None:
                 rec.parent = parent
         tree.meta.vdis.pop(child, None)
+        # Coalescing a child grown by vdi_resize grows the parent with it.
+        with tree.open(parent) as img:
+            tree.meta.vdis[parent].virtual_size = img.virtual_size
         tree.save()

@@ -19,12 +19,15 @@ from __future__ import annotations
 import time
 import uuid as uuidlib
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 from smlib.errors import SRError
 from smlib.journal import Journal, Record, mutation_point
 from smlib.metadata import Metadata, VDIRecord
 from smlib.stores.base import Store, is_uuid, split_transient
+
+if TYPE_CHECKING:
+    from smlib.vhd import Image
 
 MAX_DEPTH = 30
 BLOCK = 2 << 20  # VHD block size: virtual sizes round up to it
@@ -75,7 +78,7 @@ class Tree:
         self.store.write_metadata(self.meta.serialise())
 
     @contextmanager
-    def open(self, name: str, writable: bool = False) -> Iterator:
+    def open(self, name: str, writable: bool = False) -> Iterator[Image]:
         from smlib import vhd
 
         try:
@@ -89,7 +92,7 @@ class Tree:
         finally:
             img.close()
 
-    def parent_of(self, img) -> str:
+    def parent_of(self, img: Image) -> str:
         """The volume name an open image's parent locator names ("" for none)."""
         loc = img.parent_locator
         if loc is None:

@@ -141,7 +141,7 @@ class FileSRHarness:
                 assert name == ".sm", f"stray file {name}"
         assert os.listdir(os.path.join(self.location, ".sm", "journal")) == []
 
-    def check_consistent(self) -> dict[str, dict]:
+    def check_consistent(self, call=None) -> dict[str, dict]:
         """After GC: no volume the metadata does not know (and the reverse),
         no base without children, metadata parents / hidden flags / sizes
         as the images say, every image valid, no journal. Returns vdi_list."""
