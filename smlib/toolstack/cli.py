@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional, TextIO
 
 from smlib.toolstack.db import Database, SchemaError, SRRecord, VBDRecord, VDIRecord, VMRecord
 from smlib.toolstack.ops import Toolstack
-from smlib.toolstack.revert import recover_pending
+from smlib.toolstack.recovery import recover_pending
 from smlib.toolstack.runner import DriverFault, ToolstackError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

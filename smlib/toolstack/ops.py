@@ -27,6 +27,12 @@ if TYPE_CHECKING:  # revert.py imports this module
     from smlib.toolstack.revert import DiskRevert, VMRevert
 
 CODE_UNIMPLEMENTED = 38
+CODE_VDI_MISSING = 144
+
+# Kinds of `pending` records (operations in progress); recovery.py finishes them.
+PENDING_VM_SNAPSHOT = "vm_snapshot"
+PENDING_VDI_REVERT = "vdi_revert"
+PENDING_VM_REVERT = "vm_revert"
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 
@@ -400,14 +406,17 @@ class Toolstack:
         if vm.is_a_snapshot:
             raise ToolstackError("VM_IS_SNAPSHOT", f"VM {vm.uuid} is a snapshot")
         taken: dict[str, VDIRecord] = {}
+        # Recorded while it runs: a killed snapshot is undone by the next smctl.
+        pending = self.db.pending_add(PENDING_VM_SNAPSHOT, {"taken": []})
+        disks = [v.vdi_ref for v in self.vbds(vm) if v.type == "disk" and v.vdi_ref]
         try:
-            for vbd in self.vbds(vm):
-                if vbd.type == "disk" and vbd.vdi_ref and vbd.vdi_ref not in taken:
-                    taken[vbd.vdi_ref] = self.vdi_snapshot(self.vdi_by_ref(vbd.vdi_ref))
-            if vm.suspend_vdi and vm.suspend_vdi not in taken:
-                taken[vm.suspend_vdi] = self.vdi_snapshot(self.vdi_by_ref(vm.suspend_vdi))
+            for ref in disks + ([vm.suspend_vdi] if vm.suspend_vdi else []):
+                if ref not in taken:
+                    taken[ref] = self.vdi_snapshot(self.vdi_by_ref(ref))
+                    self.db.pending_set(pending, {"taken": [t.ref for t in taken.values()]})
         except (ToolstackError, KeyboardInterrupt):
             self.discard(list(taken.values()))
+            self.db.pending_remove(pending)
             raise
         snap = VMRecord(
             new_ref(), str(uuidlib.uuid4()), name_label or vm.name_label, vm.name_description,
@@ -420,6 +429,7 @@ class Toolstack:
                 # A CD keeps pointing at the same image, as xapi does.
                 disk = taken[vbd.vdi_ref].ref if vbd.type == "disk" and vbd.vdi_ref else vbd.vdi_ref
                 self.add_vbd(snap, disk, vbd.device, vbd.type, vbd.mode)
+            self.db.pending_remove(pending)
         return snap
 
     def vdi_by_ref(self, ref: str) -> VDIRecord:

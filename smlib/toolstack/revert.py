@@ -18,10 +18,14 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from smlib.toolstack.db import VBDRecord, VDIRecord, VMRecord
-from smlib.toolstack.ops import CODE_UNIMPLEMENTED, Toolstack
+from smlib.toolstack.ops import (
+    CODE_UNIMPLEMENTED,
+    CODE_VDI_MISSING,
+    PENDING_VDI_REVERT,
+    PENDING_VM_REVERT,
+    Toolstack,
+)
 from smlib.toolstack.runner import DriverFault, ToolstackError
-
-CODE_VDI_MISSING = 144
 
 IN_PLACE = "in-place"
 CLONE = "clone"
@@ -118,16 +122,44 @@ def revert_vdi(
     if try_in_place(ts, snapshot, target, driver_params):
         outcome.path, outcome.result = IN_PLACE, ts.db.get(VDIRecord, target.ref)
         return outcome
+    # Recorded while it runs, so that a killed smctl's revert is finished by
+    # the next one: undone before the old disk's delete, completed after.
+    body = {"phase": "prepare", "target": target.ref, "clone": None}
+    pending = ts.db.pending_add(PENDING_VDI_REVERT, body)
     clone = clone_for(ts, snapshot, target)
+    ts.db.pending_set(pending, {**body, "clone": clone.ref, "phase": "commit"})
     try:
         ts.call_vdi(target, "vdi_delete")
     except ToolstackError as exc:
         # Nothing changed for the user: the clone goes, the target stays.
         leftovers = ts.discard([clone])
+        ts.db.pending_remove(pending)
         raise _with_notes(exc, leftovers) from None
-    hand_over(ts, target, clone, old_deleted=True)
+    with ts.db.transaction():
+        hand_over(ts, target, clone, old_deleted=True)
+        ts.db.pending_remove(pending)
     outcome.path, outcome.result = CLONE, ts.db.get(VDIRecord, clone.ref)
     return outcome
+
+
+def finish_vdi_revert(ts: Toolstack, body: dict) -> str:
+    """Recovery of a killed revert_vdi fallback (its `pending` body)."""
+    target = ts.db.get(VDIRecord, body["target"])
+    clone = ts.db.get(VDIRecord, body["clone"]) if body.get("clone") else None
+    if clone is None or target is None:
+        # Not cloned yet (nothing to undo) or already handed over (nothing to do).
+        return "nothing was left to do"
+    if body.get("phase") != "commit":
+        ts.vdi_destroy(clone)
+        return "rolled back"
+    try:
+        ts.call_vdi(target, "vdi_delete")
+    except DriverFault as fault:
+        if fault.code != CODE_VDI_MISSING:  # the old disk is still there: undo
+            ts.vdi_destroy(clone)
+            return f"rolled back (the old disk could not be destroyed: {fault})"
+    hand_over(ts, target, clone, old_deleted=True)
+    return f"completed: disk {clone.uuid} replaces {target.uuid}"
 
 
 def _with_notes(exc: ToolstackError, notes: list[str]) -> ToolstackError:
@@ -145,7 +177,6 @@ def _with_notes(exc: ToolstackError, notes: list[str]) -> ToolstackError:
 # harmless.
 
 IN_PLACE_STARTED = "in-place-started"  # vdi_revert sent; done or not is unknown
-KIND = "vm_revert"
 
 
 def _plan(ts: Toolstack, snap: VMRecord, vm: VMRecord) -> list[DiskRevert]:
@@ -170,7 +201,9 @@ class _Journal:
                  plan: list[DiskRevert], pending_id: Optional[int] = None) -> None:
         self.ts, self.vm, self.snap, self.plan = ts, vm, snap, plan
         self.phase = "prepare"
-        self.id = pending_id if pending_id is not None else ts.db.pending_add(KIND, self.body())
+        if pending_id is None:
+            pending_id = ts.db.pending_add(PENDING_VM_REVERT, self.body())
+        self.id = pending_id
 
     def body(self) -> dict:
         def ref(rec: Optional[VDIRecord]) -> Optional[str]:
@@ -333,26 +366,14 @@ def _load(ts: Toolstack, pending_id: int, body: dict) -> Optional[_Journal]:
     return journal
 
 
-def recover_pending(ts: Toolstack) -> list[str]:
-    """Finish VM reverts a killed smctl left: undo a prepare, complete a commit.
-
-    Returns one line per revert handled, for the user."""
-    notes = []
-    for pending_id, kind, body in ts.db.pending():
-        if kind != KIND:
-            continue
-        journal = _load(ts, pending_id, body)
-        if journal is None:  # its VM or disks were removed since: nothing to finish
-            ts.db.pending_remove(pending_id)
-            continue
-        what = f"an interrupted vm-revert of VM {journal.vm.uuid}"
-        try:
-            if journal.phase == "commit":
-                problems = _commit(ts, journal)
-                notes.append(f"{what} was completed" + "".join(f"; {p}" for p in problems))
-            else:
-                problems = _rollback(ts, journal)
-                notes.append(f"{what} was rolled back" + "".join(f"; {p}" for p in problems))
-        except ToolstackError as exc:
-            notes.append(f"{what} could not be finished yet: {exc}")
-    return notes
+def finish_vm_revert(ts: Toolstack, pending_id: int, body: dict) -> str:
+    """Recovery of a killed revert_vm: roll a prepare back, a commit forward."""
+    journal = _load(ts, pending_id, body)
+    if journal is None:  # its VM or disks were removed since: nothing to finish
+        ts.db.pending_remove(pending_id)
+        return "nothing was left to do"
+    if journal.phase == "commit":
+        problems = _commit(ts, journal)
+        return "completed" + "".join(f"; {p}" for p in problems)
+    problems = _rollback(ts, journal)
+    return "rolled back" + "".join(f"; {p}" for p in problems)

@@ -170,3 +170,20 @@ def test_scan_takes_only_what_the_listing_states(probe, monkeypatch):
     monkeypatch.setenv("PROBE_LIST", json.dumps(listing[1:2]))
     ts.sr_scan(sr)
     assert [v.uuid for v in ts.db.select(VDIRecord)] == ["u-snap"]
+
+
+def test_recovery_of_a_revert_killed_before_its_point_of_no_return(ts):
+    from smlib.toolstack.recovery import recover_pending
+
+    sr = ts.sr_create("dummy", {}, "d")
+    disk = ts.vdi_create(sr, 1 << 20, "d")
+    clone = ts.vdi_clone(ts.vdi_snapshot(disk))
+    # What revert_vdi records between its clone and its decision to delete.
+    ts.db.pending_add("vdi_revert", {"phase": "prepare", "target": disk.ref,
+                                     "clone": clone.ref})
+    ts.db.pending_add("from_the_future", {})
+    notes = recover_pending(ts)
+    assert notes[0] == f"an interrupted vdi-revert of {disk.uuid}: rolled back"
+    assert "unknown kind 'from_the_future' left alone" in notes[1]
+    assert ts.db.get(VDIRecord, clone.ref) is None and ts.db.get(VDIRecord, disk.ref)
+    assert [kind for _id, kind, _body in ts.db.pending()] == ["from_the_future"]

@@ -321,7 +321,7 @@ def test_killed_during_in_place_reverts_is_rolled_back_by_the_next_smctl(
 
     nxt = killed_smctl("none", 1, "after", "sr-scan", f"uuid={sr.uuid}")
     assert nxt.returncode == 0, nxt.stderr
-    assert f"an interrupted vm-revert of VM {vm.uuid} was rolled back" in nxt.stderr
+    assert f"an interrupted vm-revert of VM {vm.uuid}: rolled back" in nxt.stderr
     assert ts.db.pending() == []
     assert managed(ts, sr) == before  # same disks, no guard snapshots left
     for i, d in enumerate(disks):
@@ -348,7 +348,7 @@ def test_killed_during_the_commit_is_completed_by_the_next_smctl(
     assert nxt.returncode == 0 and ts.db.pending()
     nxt = killed_smctl("none", 1, "after", "sr-scan", f"uuid={sr.uuid}")
     assert nxt.returncode == 0, nxt.stderr
-    assert "was completed" in nxt.stderr and ts.db.pending() == []
+    assert ": completed" in nxt.stderr and ts.db.pending() == []
     now = [ts.db.get(VDIRecord, v.vdi_ref) for v in ts.vbds(vm)]
     assert [d.name_label for d in now] == ["d0", "d1"]
     for i, (old, new) in enumerate(zip(disks, now)):
@@ -368,7 +368,61 @@ def test_killed_before_a_clone_is_rolled_back(ts, sr, tmp_path, killed_smctl):
     dead = killed_smctl("vdi_clone", 2, "before", "vm-revert", f"snapshot-uuid={snap.uuid}")
     assert dead.returncode == -9
     nxt = killed_smctl("none", 1, "after", "sr-scan", f"uuid={sr.uuid}")
-    assert "was rolled back" in nxt.stderr
+    assert ": rolled back" in nxt.stderr
     assert managed(ts, sr) == before
     assert [v.vdi_ref for v in ts.vbds(vm)] == [d.ref for d in disks]
+    assert_db_matches_sr(ts, sr)
+
+
+def test_killed_vdi_revert_fallback_is_completed(ts, sr, tmp_path, killed_smctl):
+    sr = ts.db.update(sr, capabilities=[c for c in sr.capabilities if c != "VDI_REVERT"])
+    disk = ts.vdi_create(sr, 16 * MiB, "root")
+    vm = ts.vm_create("vm", [disk])
+    put(ts, disk, pattern(100), tmp_path)
+    snap = ts.vdi_snapshot(disk)
+    put(ts, disk, pattern(101), tmp_path)
+    # The old disk is destroyed on the SR, then smctl dies before recording it.
+    dead = killed_smctl("vdi_delete", 1, "after", "vdi-revert", f"snapshot-uuid={snap.uuid}")
+    assert dead.returncode == -9
+    nxt = killed_smctl("none", 1, "after", "sr-scan", f"uuid={sr.uuid}")
+    assert f"an interrupted vdi-revert of {disk.uuid}: completed" in nxt.stderr, nxt.stderr
+    new = ts.db.get(VDIRecord, ts.vbds(vm)[0].vdi_ref)
+    assert new.uuid != disk.uuid and new.name_label == "root"
+    assert ts.db.get(VDIRecord, disk.ref) is None
+    assert ts.db.get(VDIRecord, snap.ref).snapshot_of == new.ref
+    assert content(ts, new, tmp_path) == pattern(100)
+    assert_db_matches_sr(ts, sr)
+
+
+def test_killed_vdi_revert_just_before_the_delete_is_completed(
+        ts, sr, tmp_path, killed_smctl):
+    # The clone is recorded and the delete decided: past the point of no
+    # return, so the next smctl deletes the old disk itself and hands over.
+    sr = ts.db.update(sr, capabilities=[c for c in sr.capabilities if c != "VDI_REVERT"])
+    disk = ts.vdi_create(sr, 16 * MiB, "root")
+    vm = ts.vm_create("vm", [disk])
+    put(ts, disk, pattern(110), tmp_path)
+    snap = ts.vdi_snapshot(disk)
+    put(ts, disk, pattern(111), tmp_path)
+    dead = killed_smctl("vdi_delete", 1, "before", "vdi-revert", f"snapshot-uuid={snap.uuid}")
+    assert dead.returncode == -9
+    assert len(managed(ts, sr)) == 3  # old disk, snapshot, clone
+    nxt = killed_smctl("none", 1, "after", "sr-scan", f"uuid={sr.uuid}")
+    assert f"an interrupted vdi-revert of {disk.uuid}: completed" in nxt.stderr, nxt.stderr
+    new = ts.db.get(VDIRecord, ts.vbds(vm)[0].vdi_ref)
+    assert new.uuid != disk.uuid and ts.db.get(VDIRecord, disk.ref) is None
+    assert content(ts, new, tmp_path) == pattern(110)
+    assert_db_matches_sr(ts, sr)
+
+
+def test_killed_vm_snapshot_is_undone(ts, sr, killed_smctl):
+    disks = [ts.vdi_create(sr, 16 * MiB, f"d{i}") for i in range(3)]
+    vm = ts.vm_create("vm", disks)
+    before = managed(ts, sr)
+    dead = killed_smctl("vdi_snapshot", 3, "before", "vm-snapshot", f"uuid={vm.uuid}")
+    assert dead.returncode == -9
+    nxt = killed_smctl("none", 1, "after", "sr-scan", f"uuid={sr.uuid}")
+    assert "an interrupted vm-snapshot was undone (2 disk snapshot(s) removed)" in nxt.stderr
+    assert managed(ts, sr) == before
+    assert ts.db.select(type(vm), is_a_snapshot=True) == []
     assert_db_matches_sr(ts, sr)
