@@ -49,7 +49,7 @@ class TreeModel(RuleBasedStateMachine):
         self.sizes[uuid] = DISK
 
     def pick(self, data, writable_only: bool = False) -> str:
-        names = sorted(self.model)
+        names = list(self.model)  # creation order: uuids are random, this is not
         if writable_only:
             children = {v["parent"] for v in self.call("vdi_list")}
             names = [n for n in names if n not in children]
