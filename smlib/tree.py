@@ -484,8 +484,10 @@ class Tree:
             if uuid not in names:
                 del self.meta.vdis[uuid]
         for uuid in sorted(names):
-            rec = self.meta.vdis.get(uuid) or VDIRecord(uuid=uuid)
-            self.meta.vdis[uuid] = self._record_from_image(uuid, rec)
+            rec = self.meta.vdis.get(uuid)
+            if rec is not None and rec.attached:
+                continue  # a guest may be writing it: its record stands
+            self.meta.vdis[uuid] = self._record_from_image(uuid, rec or VDIRecord(uuid=uuid))
         if self.meta.serialise() != before:
             self.save()
         self.gc.collect()
