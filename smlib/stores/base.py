@@ -235,8 +235,9 @@ class Store(abc.ABC):
 
     def set_container_size(self, name: str, nbytes: int) -> None:
         """Resize the volume's container to at least ``nbytes`` (rounded up
-        to the store's unit). Only called when ``SIZED_CONTAINERS``. Raises
-        ``SRError`` ``SRNoSpace`` when growing does not fit."""
+        to the store's unit). Only called when ``SIZED_CONTAINERS``; a no-op
+        (no lvm2 run) when the container already has that rounded size.
+        Raises ``SRError`` ``SRNoSpace`` when growing does not fit."""
         return None  # optional hook: most stores need nothing here
 
     @abc.abstractmethod
