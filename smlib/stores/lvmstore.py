@@ -31,6 +31,7 @@ import struct
 from typing import Optional, Sequence
 
 from smlib.errors import SRError
+from smlib.journal import mutation_point
 from smlib.stores import lvm as lvm_module
 from smlib.stores import mgt
 from smlib.stores.base import Store, is_volume_name
@@ -83,13 +84,21 @@ class LVChangeActivation:
         """lvremove -f deactivates by itself."""
         return None
 
+    def still_maps(self, store: LVMStore, lv: str, path: str) -> bool:
+        return os.path.exists(path)
+
     def after_resize(self, store: LVMStore, lv: str, old_size: int) -> None:
         """device-mapper follows lvresize by itself; the path stays valid."""
         return None
 
 
 def _loop_devices() -> dict[str, tuple[str, int, int]]:
-    """Attached loop devices: /dev/loopN -> (backing file, offset, sizelimit)."""
+    """Attached loop devices: /dev/loopN -> (backing file, offset, sizelimit).
+
+    A device being detached is left out: ``losetup -d`` on a device that
+    someone still holds open (lvm2 scanning devices, say) only marks it
+    autoclear, and it vanishes when that holder lets go, so it must never
+    be picked up again as a window."""
     found = {}
     base = "/sys/block"
     for dev in os.listdir(base) if os.path.isdir(base) else ():
@@ -97,6 +106,9 @@ def _loop_devices() -> dict[str, tuple[str, int, int]]:
         if not dev.startswith("loop") or not os.path.isdir(info):
             continue
         try:
+            with open(os.path.join(info, "autoclear")) as f:
+                if f.read().strip() == "1":
+                    continue
             with open(os.path.join(info, "backing_file")) as f:
                 backing = f.read().strip()
             with open(os.path.join(info, "offset")) as f:
@@ -147,6 +159,10 @@ class LoopActivation:
         pv = store.layout().pvs[run.pv]
         es = store.layout().extent_size
         return run.pv, pv.pe_start + run.start * es, run.count * es
+
+    def still_maps(self, store: LVMStore, lv: str, path: str) -> bool:
+        """Whether ``path`` is still a window on the LV (sysfs only, cheap)."""
+        return path in self._windows(*self._window(store, lv))
 
     def _windows(self, pv: str, offset: int, size: int) -> list[str]:
         real = os.path.realpath(pv)
@@ -510,6 +526,7 @@ class LVMStore(Store):
             raise SRError.from_name("VDIMissing", f"neither {src_lv} nor {dst_lv} exists")
         if dst_lv in lvs:
             self._remove_lvs([dst_lv])
+            mutation_point()  # crash tests stop here too: dst gone, src not renamed
         self._rename_lv(src_lv, dst_lv)
 
     def remove(self, name: str) -> None:
@@ -580,9 +597,14 @@ class LVMStore(Store):
     def _activate_lv(self, lv: str, keep: bool = False) -> str:
         if lv in self._active:
             path, made = self._active[lv]
-            if keep:
-                self._active[lv] = (path, False)
-            return path
+            if self.activation.still_maps(self, lv, path):
+                if keep:
+                    self._active[lv] = (path, False)
+                return path
+            from smlib import log
+
+            log.write("LVMStore", f"{path} no longer maps {self.vg}/{lv}; activating again")
+            del self._active[lv]
         if lv not in self.layout().lvs:
             raise SRError.from_name("VDIMissing", f"no LV {self.vg}/{lv}")
         path, created = self.activation.activate(self, lv)

@@ -127,3 +127,29 @@ def lvm_store(loop_pv, sr_uuid, tmp_path, monkeypatch):
         yield store
     finally:
         store.close()
+
+
+@pytest.fixture
+def harness_fns(run_driver, xapi_params, dispatch) -> tuple:
+    return (run_driver, xapi_params, dispatch)
+
+
+@pytest.fixture
+def make_lvmsr(loop_pv, harness_fns, tmp_path, monkeypatch):
+    """make_lvmsr() -> a fresh LVMSRHarness on its own loop device (sr_create done)."""
+    from lvmsr_helpers import LVMSRHarness
+
+    monkeypatch.setenv("SMLIB_LVM_LOCK_DIR", str(tmp_path / "locks"))
+    count = iter(range(1000))
+
+    def make():
+        h = LVMSRHarness(loop_pv(f"pv{next(count)}.img"), harness_fns)
+        h.inproc("sr_create")
+        return h
+
+    return make
+
+
+@pytest.fixture
+def lvmsr(make_lvmsr):
+    return make_lvmsr()

@@ -1,0 +1,176 @@
+"""The vdi_revert scenarios of the FileSR issue, against LVMSR on real lvm2.
+
+Set-up runs in process (same XML through smlib.smapi); every vdi_revert
+under test runs drivers/LVMSR as a program. Contents are judged by pyvhdi.
+"""
+
+from __future__ import annotations
+
+import pytest
+from lvmsr_helpers import DISK, MiB, pattern
+
+from smlib.journal import CRASH_STATUS
+
+pytestmark = pytest.mark.lvm
+
+P1, P2, P3 = pattern("P1"), pattern("P2"), pattern("P3")
+FAR = 5 * MiB  # a second written region, in another VHD block
+
+
+def write_both(sr, uuid, data):
+    sr.write(uuid, 0, data)
+    sr.write(uuid, FAR, data)
+
+
+def assert_holds(sr, uuid, data):
+    assert sr.read(uuid, 0, len(data)) == data
+    assert sr.read(uuid, FAR, len(data)) == data
+
+
+def two_snapshots(sr):
+    """t written P1, snapshot s1, P2, snapshot s2, then P3 (current)."""
+    t = sr.create(name="system disk")
+    write_both(sr, t, P1)
+    s1 = sr.inproc("vdi_snapshot", vdi_uuid=t)["uuid"]
+    write_both(sr, t, P2)
+    s2 = sr.inproc("vdi_snapshot", vdi_uuid=t)["uuid"]
+    write_both(sr, t, P3)
+    return t, s1, s2
+
+
+def test_revert_to_either_snapshot(lvmsr):
+    sr = lvmsr
+    t, s1, s2 = two_snapshots(sr)
+    before = sr.vdis()
+    assert sr.ok("vdi_revert", vdi_uuid=s1, vdi_location=s1, args=[t]) is None
+    assert_holds(sr, t, P1)
+    assert_holds(sr, s1, P1)
+    assert_holds(sr, s2, P2)
+    after = sr.vdis()
+    for key in ("uuid", "location", "name_label", "virtual_size", "hidden", "snapshot_of"):
+        assert after[t][key] == before[t][key]
+    for s in (s1, s2):
+        assert after[s] == before[s]                       # snapshots untouched
+    assert "VHD-" + t in sr.lvs()
+
+    sr.ok("vdi_revert", vdi_uuid=s2, args=[t])
+    assert_holds(sr, t, P2)
+    assert_holds(sr, s1, P1)
+    sr.ok("vdi_revert", vdi_uuid=s1, args=[t])
+    assert_holds(sr, t, P1)
+    assert_holds(sr, s2, P2)
+
+    # The same revert again changes nothing, down to the bytes of every LV.
+    hashes = sr.hashes()
+    sr.ok("vdi_revert", vdi_uuid=s1, args=[t])
+    assert sr.hashes() == hashes
+
+    # The reverted disk is an ordinary leaf: write, snapshot, read back.
+    write_both(sr, t, P3)
+    s3 = sr.inproc("vdi_snapshot", vdi_uuid=t)["uuid"]
+    assert_holds(sr, s3, P3)
+    assert_holds(sr, s1, P1)
+    sr.check_all()
+
+
+def test_revert_restores_virtual_size(lvmsr):
+    sr = lvmsr
+    t = sr.create(DISK)
+    sr.write(t, 0, P1)
+    s = sr.inproc("vdi_snapshot", vdi_uuid=t)["uuid"]
+    grown = sr.inproc("vdi_resize", vdi_uuid=t, args=[str(3 * DISK)])
+    assert grown["virtual_size"] == str(3 * DISK)
+    sr.write(t, 2 * DISK, P2)
+    sr.write(t, 0, P3)
+    sr.ok("vdi_revert", vdi_uuid=s, args=[t])
+    assert sr.vdis()[t]["virtual_size"] == str(DISK)
+    assert sr.read(t, 0, len(P1)) == P1
+    sr.check_all()
+
+
+def test_revert_to_written_snapshot_and_single_snapshot(lvmsr):
+    sr = lvmsr
+    t = sr.create()
+    s0 = sr.inproc("vdi_snapshot", vdi_uuid=t)["uuid"]
+    sr.write(t, 0, P1)
+    sr.ok("vdi_revert", vdi_uuid=s0, args=[t])
+    assert sr.read(t, 0, len(P1)) == bytes(len(P1))
+    sr.write(t, 0, P2)
+    single = sr.inproc("vdi_snapshot", vdi_uuid=t, driver_params={"type": "single"})["uuid"]
+    sr.write(t, 0, P3)
+    sr.ok("vdi_revert", vdi_uuid=single, args=[t])
+    assert sr.read(t, 0, len(P2)) == P2
+    assert sr.read(single, 0, len(P2)) == P2
+    # A snapshot that was written to is frozen into a base first.
+    sr.write(s0, 0, P3)
+    sr.ok("vdi_revert", vdi_uuid=s0, args=[t])
+    assert sr.read(t, 0, len(P3)) == P3
+    assert sr.read(s0, 0, len(P3)) == P3
+    sr.check_all()
+
+
+def test_refusals_change_nothing(lvmsr):
+    sr = lvmsr
+    t, s1, _ = two_snapshots(sr)
+    other = sr.create(name="other")
+    base = next(u for u, v in sr.vdis().items() if v["hidden"])
+    hashes = sr.hashes()
+    cases = [
+        (dict(vdi_uuid=s1, args=["00000000-0000-0000-0000-000000000000"]), 144),  # no target
+        (dict(vdi_uuid="00000000-0000-0000-0000-000000000000", vdi_location="x",
+              args=[t]), 144),                                                    # no snapshot
+        (dict(vdi_uuid=t, args=[t]), None),                                       # same VDI
+        (dict(vdi_uuid=s1, args=[base]), None),                                   # hidden base
+    ]
+    for keys, code in cases:
+        fault = sr.fault("vdi_revert", **keys)
+        if code is not None:
+            assert fault.faultCode == code, fault
+        assert sr.hashes() == hashes, keys
+    # An attached target is in use.
+    sr.inproc("vdi_attach", vdi_uuid=other, args=["true"])
+    hashes = sr.hashes()
+    assert sr.fault("vdi_revert", vdi_uuid=s1, args=[other]).faultCode == 24
+    assert sr.hashes() == hashes
+    sr.inproc("vdi_detach", vdi_uuid=other)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("snapshot_written", [False, True], ids=["empty-snap", "written-snap"])
+def test_crash_at_each_mutation_point_then_replay(make_lvmsr, snapshot_written):
+    """Kill vdi_revert at each mutation point in turn; the next command
+    replays; the target is then old or new, never neither, no stray LV;
+    the snapshot is unchanged; reverting again gives the new contents.
+    An empty snapshot reverts by a new child of its base; a written one is
+    first frozen into a base (more mutation points)."""
+    point, finished = 1, False
+    while not finished:
+        sr = make_lvmsr()
+        t = sr.create()
+        sr.write(t, 0, P1)
+        s = sr.inproc("vdi_snapshot", vdi_uuid=t)["uuid"]
+        if snapshot_written:
+            sr.write(s, 0, P2)
+        new = P2 if snapshot_written else P1
+        sr.write(t, 0, P3)
+        snap_before = sr.vdis()[s]
+        run = sr.run("vdi_revert", vdi_uuid=s, args=[t], env={"SM_CRASH_AT": str(point)})
+        assert run.returncode in (0, CRASH_STATUS), run.stderr
+        finished = run.returncode == 0
+        listing = sr.vdis()                      # any command replays first
+        sr.check_all()
+        assert listing[t]["hidden"] is False
+        got = sr.read(t, 0, len(P1))
+        assert got in (new, P3), f"crash at point {point}: target is neither old nor new"
+        if finished:
+            assert got == new
+        # A written snapshot is frozen into a new base: only its parent moves.
+        assert {k: v for k, v in listing[s].items() if k != "parent"} == \
+            {k: v for k, v in snap_before.items() if k != "parent"}
+        assert sr.read(s, 0, len(new)) == new
+        sr.ok("vdi_revert", vdi_uuid=s, args=[t])
+        assert sr.read(t, 0, len(new)) == new
+        sr.check_all()
+        point += 1
+    print(f"vdi_revert crashed at {point - 2} mutation points")
+    assert point > 4, "vdi_revert passed fewer mutation points than expected"
