@@ -209,7 +209,6 @@ class Tree:
         """kind: "double" (default snapshot), "single" (the base is the
         snapshot) or "clone". Returns the new VDI's record."""
         rec = self.visible(leaf, "VDI")
-        opname = "VDIClone" if kind == "clone" else "VDISnapshot"
         new_fields = dict(
             virtual_size=rec.virtual_size, name_label=rec.name_label,
             name_description=rec.name_description, type=rec.type,
@@ -219,7 +218,7 @@ class Tree:
         if self.meta.children(leaf):
             # A visible parent (single snapshot) is frozen already: the new
             # VDI is simply one more child of it.
-            return self._child_of_frozen(rec, new_fields, opname)
+            return self._child_of_frozen(rec, new_fields)
         self.check_depth(self.meta.depth(leaf) + 1)
         self.ensure_space(2 * empty_overhead(rec.virtual_size))
         base = new_uuid()
@@ -231,7 +230,7 @@ class Tree:
             snap = VDIRecord(uuid=new_uuid(), parent=base, read_only=rec.read_only,
                              **new_fields)
         r = {"op": "snapshot", "leaf": leaf, "base": base, "base_record": base_rec.to_dict(),
-             "new_record": snap.to_dict() if snap else None, "opname": opname}
+             "new_record": snap.to_dict() if snap else None}
         self.journal.begin(base, r)
         self._snapshot_fwd(r)
         self.journal.end(base)
@@ -241,7 +240,7 @@ class Tree:
         return VDIRecord(uuid=base, parent=rec.parent, hidden=True, read_only=True,
                          virtual_size=rec.virtual_size, name_label=BASE_LABEL, type=rec.type)
 
-    def _child_of_frozen(self, rec: VDIRecord, fields: dict, opname: str) -> VDIRecord:
+    def _child_of_frozen(self, rec: VDIRecord, fields: dict) -> VDIRecord:
         self.check_depth(self.meta.depth(rec.uuid) + 1)
         self.ensure_space(empty_overhead(rec.virtual_size))
         child = VDIRecord(uuid=new_uuid(), parent=rec.uuid, **fields)

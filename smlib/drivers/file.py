@@ -44,6 +44,7 @@ class TreeSR(SR):
         """The SR under its lock, journal replayed."""
         from smlib.lock import SRLock
         from smlib.tree import Tree
+        from smlib.vhd import VHDError
 
         store = store or self.store()
         try:
@@ -53,6 +54,10 @@ class TreeSR(SR):
                 tree = Tree(store)
                 tree.replay()
                 yield tree
+        except VHDError as e:
+            # An image the library cannot handle is a storage error, not a
+            # crash (1200); a change it interrupted is in the journal.
+            raise SRError.from_name("VDIUnavailable", str(e)) from None
         finally:
             store.close()
 
