@@ -23,7 +23,9 @@ import uuid
 
 import pytest
 
-LVM_ENV = {"SMLIB_LVM_CONFIG": "global{activation=0}", "SMLIB_LVM_ACTIVATION": "loop"}
+# backup/archive off: tests must not leave metadata copies in /etc/lvm.
+LVM_ENV = {"SMLIB_LVM_CONFIG": "global{activation=0} backup{backup=0 archive=0}",
+           "SMLIB_LVM_ACTIVATION": "loop"}
 PV_BYTES = 16 * 1024 ** 3            # sparse: only written extents use disk
 
 
@@ -66,21 +68,24 @@ def lvm_env(monkeypatch):
     return dict(LVM_ENV)
 
 
-def _make_pv(tmp_path, name: str) -> str:
+def _attach(backing: str) -> str:
     if os.geteuid() != 0:
         _unavailable("loop devices need root")
     if shutil.which("losetup") is None or not os.path.exists("/dev/loop-control"):
         _unavailable("no losetup or /dev/loop-control on this machine")
     if shutil.which("lvm", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None:
         _unavailable("lvm2 is not installed")
-    backing = tmp_path / name
-    with open(backing, "wb") as f:
-        f.truncate(PV_BYTES)
-    proc = subprocess.run(["losetup", "-f", "--show", str(backing)], capture_output=True,
+    proc = subprocess.run(["losetup", "-f", "--show", backing], capture_output=True,
                           text=True, check=False)
     if proc.returncode != 0:
         _unavailable(f"no loop device can be had: {proc.stderr.strip()}")
     return proc.stdout.strip()
+
+
+def _release(device: str) -> None:
+    """Detach the PV's windows and the PV itself, leaving its VG in the file."""
+    detach_windows(device)
+    subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
 
 
 def _destroy_pv(device: str) -> None:
@@ -92,21 +97,65 @@ def _destroy_pv(device: str) -> None:
     subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
 
 
-@pytest.fixture
-def loop_pv(tmp_path, lvm_env):
-    """A fresh loop device over a 16 GiB sparse file; torn down whatever happens."""
-    devices: list[str] = []
+class LoopPVs:
+    """Loop devices over sparse files in a test's directory.
 
-    def make(name: str = "pv.img") -> str:
-        dev = _make_pv(tmp_path, name)
-        devices.append(dev)
+    ``pvs()`` makes a fresh 16 GiB sparse PV; ``pvs.save(dev, path)`` stops
+    using a PV and keeps its bytes (VG and all) as a sparse file;
+    ``pvs.restore(path)`` attaches a copy of such a file, so a long scenario
+    can start many times from one prepared SR."""
+
+    def __init__(self, tmp_path) -> None:
+        self.tmp_path = tmp_path
+        self.live: dict[str, str] = {}      # device -> backing file
+        self.count = 0
+
+    def __call__(self, name: str = "") -> str:
+        self.count += 1
+        backing = str(self.tmp_path / (name or f"pv{self.count}.img"))
+        with open(backing, "wb") as f:
+            f.truncate(PV_BYTES)
+        dev = _attach(backing)
+        self.live[dev] = backing
         return dev
 
-    try:
-        yield make
-    finally:
-        for dev in devices:
+    def save(self, dev: str, path: str) -> None:
+        detach_windows(dev)             # flushes each window first
+        from smlib.stores.lvmstore import flush_device
+
+        flush_device(dev)
+        backing = self.live.pop(dev)
+        _release(dev)
+        subprocess.run(["cp", "--sparse=always", backing, path], check=True)
+        os.unlink(backing)
+
+    def restore(self, path: str) -> str:
+        self.count += 1
+        backing = str(self.tmp_path / f"pv{self.count}.img")
+        subprocess.run(["cp", "--sparse=always", path, backing], check=True)
+        dev = _attach(backing)
+        self.live[dev] = backing
+        return dev
+
+    def release(self, dev: str) -> None:
+        """Stop using a PV (its VG stays in its file, which is deleted)."""
+        _release(dev)
+        os.unlink(self.live.pop(dev))
+
+    def destroy_all(self) -> None:
+        for dev in list(self.live):
             _destroy_pv(dev)
+        self.live.clear()
+
+
+@pytest.fixture
+def loop_pv(tmp_path, lvm_env):
+    """LoopPVs: fresh loop-device PVs over sparse files; torn down whatever happens."""
+    pvs = LoopPVs(tmp_path)
+    try:
+        yield pvs
+    finally:
+        pvs.destroy_all()
 
 
 @pytest.fixture
@@ -140,13 +189,12 @@ def make_lvmsr(loop_pv, harness_fns, tmp_path, monkeypatch):
     from lvmsr_helpers import LVMSRHarness
 
     monkeypatch.setenv("SMLIB_LVM_LOCK_DIR", str(tmp_path / "locks"))
-    count = iter(range(1000))
-
     def make():
-        h = LVMSRHarness(loop_pv(f"pv{next(count)}.img"), harness_fns)
+        h = LVMSRHarness(loop_pv(), harness_fns)
         h.inproc("sr_create")
         return h
 
+    make.pvs = loop_pv
     return make
 
 

@@ -7,7 +7,7 @@ under test runs drivers/LVMSR as a program. Contents are judged by pyvhdi.
 from __future__ import annotations
 
 import pytest
-from lvmsr_helpers import DISK, MiB, pattern
+from lvmsr_helpers import DISK, LVMSRHarness, MiB, pattern
 
 from smlib.journal import CRASH_STATUS
 
@@ -137,23 +137,29 @@ def test_refusals_change_nothing(lvmsr):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("snapshot_written", [False, True], ids=["empty-snap", "written-snap"])
-def test_crash_at_each_mutation_point_then_replay(make_lvmsr, snapshot_written):
+def test_crash_at_each_mutation_point_then_replay(make_lvmsr, harness_fns, tmp_path,
+                                                  snapshot_written):
     """Kill vdi_revert at each mutation point in turn; the next command
     replays; the target is then old or new, never neither, no stray LV;
     the snapshot is unchanged; reverting again gives the new contents.
     An empty snapshot reverts by a new child of its base; a written one is
-    first frozen into a base (more mutation points)."""
+    first frozen into a base (more mutation points). Every attempt starts
+    from a byte copy of one prepared PV (VG, LVs and all)."""
+    sr = make_lvmsr()
+    t = sr.create()
+    sr.write(t, 0, P1)
+    s = sr.inproc("vdi_snapshot", vdi_uuid=t)["uuid"]
+    if snapshot_written:
+        sr.write(s, 0, P2)
+    new = P2 if snapshot_written else P1
+    sr.write(t, 0, P3)
+    snap_before = sr.vdis()[s]
+    template = str(tmp_path / "prepared.img")
+    make_lvmsr.pvs.save(sr.device, template)
+
     point, finished = 1, False
     while not finished:
-        sr = make_lvmsr()
-        t = sr.create()
-        sr.write(t, 0, P1)
-        s = sr.inproc("vdi_snapshot", vdi_uuid=t)["uuid"]
-        if snapshot_written:
-            sr.write(s, 0, P2)
-        new = P2 if snapshot_written else P1
-        sr.write(t, 0, P3)
-        snap_before = sr.vdis()[s]
+        sr = LVMSRHarness(make_lvmsr.pvs.restore(template), harness_fns, sr.sr_uuid)
         run = sr.run("vdi_revert", vdi_uuid=s, args=[t], env={"SM_CRASH_AT": str(point)})
         assert run.returncode in (0, CRASH_STATUS), run.stderr
         finished = run.returncode == 0
@@ -171,6 +177,7 @@ def test_crash_at_each_mutation_point_then_replay(make_lvmsr, snapshot_written):
         sr.ok("vdi_revert", vdi_uuid=s, args=[t])
         assert sr.read(t, 0, len(new)) == new
         sr.check_all()
+        make_lvmsr.pvs.release(sr.device)
         point += 1
     print(f"vdi_revert crashed at {point - 2} mutation points")
     assert point > 4, "vdi_revert passed fewer mutation points than expected"
