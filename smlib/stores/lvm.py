@@ -80,10 +80,15 @@ def run(command: str, args: Sequence[str], *, error: str,
     except subprocess.TimeoutExpired as exc:
         raise SRError.from_name(error, f"{command} timed out after {timeout:g}s") from exc
     if proc.returncode != 0:
-        msg = _message(proc.stderr)
-        name = "SRNoSpace" if "insufficient free space" in msg.lower() else error
-        raise SRError.from_name(name, f"{command} {' '.join(args)}: {msg}")
+        raise failure(command, args, _message(proc.stderr), error)
     return proc.stdout
+
+
+def failure(command: str, args: Sequence[str], message: str, error: str) -> SRError:
+    """The SRError for a failed lvm2 run: ``error``, or ``SRNoSpace`` when
+    lvm2 says space ran out; lvm2's message goes into opterr."""
+    name = "SRNoSpace" if "insufficient free space" in message.lower() else error
+    return SRError.from_name(name, f"{command} {' '.join(args)}: {message}")
 
 
 def _report(stdout: str, kind: str) -> list[dict[str, str]]:

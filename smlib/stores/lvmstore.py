@@ -372,7 +372,9 @@ class LVMStore(Store):
 
     def sr_delete(self) -> None:
         pvs = list(self.layout().pvs)
-        self._deactivate_all(everything=True)
+        for lv in self.layout().lvs:  # vgremove -f deactivates; loop windows need detaching
+            self.activation.before_remove(self, lv)
+        self._active.clear()
         self.lvm.vgremove(self.vg)
         self.lvm.pvremove(pvs)
         self._layout = None
