@@ -381,7 +381,9 @@ class LVMStore(Store):
         self._mgt = None
 
     def sr_attach(self) -> None:
-        self.layout()  # the VG must be there
+        # MGT stays reachable while the SR is attached: later commands find
+        # it active and pay no lvm2 run for their bookkeeping.
+        self._activate_lv(MGT_LV, keep=True)
 
     def sr_detach(self) -> None:
         self._deactivate_all(everything=True)
