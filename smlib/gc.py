@@ -7,6 +7,10 @@
   sectors into P (what X's children read is unchanged: X's sectors win
   over P's either way, and only X reads P), point X's children at P,
   remove X. Each chain gets one shorter.
+* Bypass: a hidden base X with no data of its own (a snapshot of a disk
+  unwritten since the last one) and the size of its parent P adds nothing:
+  point its children at P and remove it, whatever else P has as children.
+  This keeps repeated snapshots of an idle disk from deepening its chain.
 
 Each step is journaled (key ``gc-<uuid>``) and its forward function is
 idempotent, so a crash anywhere is finished by replay. Runs under the SR
@@ -45,8 +49,8 @@ class GC:
                 pair = self.coalescable()
                 if pair is None:
                     break
-                child, parent = pair
-                self._run({"op": "coalesce", "uuid": child, "parent": parent,
+                child, parent, bypass = pair
+                self._run({"op": "coalesce", "uuid": child, "parent": parent, "bypass": bypass,
                            "children": self.tree.meta.children(child)})
             steps += 1
         return steps
@@ -66,15 +70,19 @@ class GC:
                 return uuid
         return None
 
-    def coalescable(self) -> Optional[tuple[str, str]]:
+    def coalescable(self) -> Optional[tuple[str, str, bool]]:
+        """(base, parent, bypass) of a base to fold into its parent."""
         vdis = self.tree.meta.vdis
         counts = self.tree.meta.child_counts()
         for uuid in sorted(vdis):
             rec = vdis[uuid]
             parent = vdis.get(rec.parent) if rec.parent else None
-            if rec.hidden and parent is not None and parent.hidden \
-                    and counts.get(parent.uuid) == 1:
-                return uuid, parent.uuid
+            if not rec.hidden or parent is None:
+                continue
+            if rec.empty and rec.virtual_size == parent.virtual_size:
+                return uuid, parent.uuid, True
+            if parent.hidden and counts.get(parent.uuid) == 1:
+                return uuid, parent.uuid, False
         return None
 
     # ------------------------------------------------------ forward steps
@@ -93,15 +101,17 @@ class GC:
 
         tree, store = self.tree, self.tree.store
         child, parent = r["uuid"], r["parent"]
+        copy = not r.get("bypass")  # a bypassed base has nothing to copy
         if store.exists(child):
-            if store.SIZED_CONTAINERS:
+            if copy and store.SIZED_CONTAINERS:
                 with tree.open(parent) as img:
                     want = vhd.required_size(img.virtual_size)
                 mutation_point()
                 store.set_container_size(parent, want)
-            # Repeating a partial copy rewrites the same sectors: harmless.
-            mutation_point()
-            vhd.coalesce(store.activate(child), resolver=store.resolver)
+            if copy:
+                # Repeating a partial copy rewrites the same sectors: harmless.
+                mutation_point()
+                vhd.coalesce(store.activate(child), resolver=store.resolver)
             parent_path = store.activate(parent)
             for grandchild in r["children"]:
                 if not store.exists(grandchild):
@@ -112,13 +122,17 @@ class GC:
                         img.reparent(parent_path, store.locator(parent))
             mutation_point()
             store.remove(child)
-            tree.fit(parent, inflate=False)
+            if copy:
+                tree.fit(parent, inflate=False)
         for grandchild in r["children"]:
             rec = tree.meta.vdis.get(grandchild)
             if rec is not None:
                 rec.parent = parent
-        tree.meta.vdis.pop(child, None)
-        # Coalescing a child grown by vdi_resize grows the parent with it.
-        with tree.open(parent) as img:
-            tree.meta.vdis[parent].virtual_size = img.virtual_size
+        folded = tree.meta.vdis.pop(child, None)
+        prec = tree.meta.vdis[parent]
+        if copy:
+            # Coalescing a child grown by vdi_resize grows the parent with it.
+            with tree.open(parent) as img:
+                prec.virtual_size = img.virtual_size
+            prec.empty = prec.empty and folded is not None and folded.empty
         tree.save()

@@ -8,7 +8,7 @@ state). ``sr_scan`` re-derives parents and hidden flags from the images.
 Document shape::
 
     <sr uuid="..." version="1">
-      <vdi uuid="..." parent="" hidden="0" virtual_size="1073741824"
+      <vdi uuid="..." parent="" hidden="0" empty="0" virtual_size="1073741824"
            name_label="..." name_description="..." read_only="0"
            is_a_snapshot="0" snapshot_of="" snapshot_time="" type="user"
            attached="0" active="0"/>
@@ -21,7 +21,7 @@ import xml.etree.ElementTree as ET
 from typing import Optional
 
 VERSION = "1"
-_BOOLS = ("hidden", "read_only", "is_a_snapshot", "attached", "active")
+_BOOLS = ("hidden", "empty", "read_only", "is_a_snapshot", "attached", "active")
 _INTS = ("virtual_size",)
 
 
@@ -31,6 +31,7 @@ DEFAULTS: dict = {
     "uuid": "",
     "parent": "",  # parent volume's uuid, "" for a root
     "hidden": False,
+    "empty": False,  # a base with no allocated block (bases are immutable)
     "virtual_size": 0,
     "name_label": "",
     "name_description": "",

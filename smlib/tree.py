@@ -234,6 +234,7 @@ class Tree:
         self.journal.begin(base, r)
         self._snapshot_fwd(r)
         self.journal.end(base)
+        self.gc.collect()  # the new base may add nothing (an unwritten disk)
         return self.meta.vdis[snap.uuid if snap else base]
 
     def _base_record(self, base: str, rec: VDIRecord) -> VDIRecord:
@@ -262,6 +263,7 @@ class Tree:
                 if not img.hidden:
                     mutation_point()
                     img.set_hidden(True)
+                base_rec.empty = img.is_empty()  # fixed now: a base never changes
         self.fit(base, inflate=False)
         if not self.store.exists(leaf):
             mutation_point()
@@ -389,8 +391,10 @@ class Tree:
             if not img.hidden:
                 mutation_point()
                 img.set_hidden(True)
+            empty = img.is_empty()
         rec = self.meta.vdis[uuid]
         self.meta.vdis[uuid] = self._base_record(uuid, rec)
+        self.meta.vdis[uuid].empty = empty
         self.save()
 
     # ------------------------------------------------------------ resize
@@ -467,6 +471,7 @@ class Tree:
             rec.parent = self.parent_of(img)
             rec.hidden = img.hidden
             rec.virtual_size = img.virtual_size
+            rec.empty = rec.hidden and img.is_empty()
         if rec.hidden:
             rec.name_label = rec.name_label or BASE_LABEL
             rec.read_only = True

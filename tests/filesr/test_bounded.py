@@ -64,3 +64,15 @@ def test_thousand_cycles_stay_bounded(filesr):
         assert sr.read(uuid, 0, 4096) == want
     sr.check_all()
     assert os.listdir(os.path.join(sr.location, ".sm", "journal")) == []
+
+
+def test_snapshots_of_an_idle_disk_do_not_deepen_it(filesr):
+    sr = filesr
+    t = sr.create(call=sr.inproc)
+    sr.write(t, 0, pattern("A", 4096), call=sr.inproc)
+    snaps = [sr.inproc("vdi_snapshot", vdi_uuid=t)["uuid"] for _ in range(40)]
+    assert depth(sr, t) == 2
+    listing = sr.check_consistent(call=sr.inproc)
+    assert sum(v["hidden"] for v in listing.values()) == 1  # one base, holding "A"
+    for uuid in [t, *snaps]:
+        assert sr.read(uuid, 0, 4096) == pattern("A", 4096)
