@@ -621,7 +621,24 @@ class LVMStore(Store):
         self.activation.before_remove(self, lv)
 
     def activate(self, name: str, *, keep: bool = False) -> str:
-        return self._activate_lv(self.lv_name(name), keep)
+        path = self._activate_lv(self.lv_name(name), keep)
+        if keep:
+            # A reader outside this command (tapdisk, the toolstack) opens
+            # the parents itself: the whole chain stays reachable. Bases stay
+            # active after the leaf is deactivated; other leaves may share them.
+            self._keep_parents(path)
+        return path
+
+    def _keep_parents(self, path: str) -> None:
+        from smlib import vhd  # deferred: keep driver start-up light
+
+        while True:
+            with vhd.open_image(path) as img:
+                locator = img.parent_locator
+            parent = self.name_of_locator(locator) if locator else None
+            if parent is None:
+                return
+            path = self._activate_lv(self.lv_name(parent), keep=True)
 
     def deactivate(self, name: str) -> None:
         lv = self.lv_name(name)

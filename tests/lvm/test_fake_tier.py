@@ -282,3 +282,23 @@ def test_driver_errors(fake, dispatch):
     assert [v["attached"] for v in call("vdi_list")] == [False]
     # read-only attach needs no inflation
     assert call("vdi_attach", vdi_uuid=big["uuid"], args=["false"])["params"]
+
+
+def test_attach_makes_the_whole_chain_reachable(fake, dispatch):
+    """In production a reader outside the driver (tapdisk) opens the leaf's
+    node and finds each parent beside it in /dev/<vg>/ by its locator."""
+    call = InProc(dispatch, str(uuid.uuid4()))
+    call("sr_create")
+    t = call("vdi_create", args=[str(16 * MiB), "d", "", "", "false", "", "", "false"])["uuid"]
+    path = call("vdi_attach", vdi_uuid=t, args=["true"])["params"]
+    with vhd.open_image(path, writable=True) as img:
+        img.write(0, b"C" * 4096)
+    call("vdi_detach", vdi_uuid=t)
+    call("vdi_snapshot", vdi_uuid=t)
+    vg = "VG_XenStorage-" + call.sr_uuid
+    fake.lvchange_activate(vg, [n for n, lv in fake.vgs[vg].lvs.items() if lv.active], False)
+    path = call("vdi_attach", vdi_uuid=t, args=["false"])["params"]
+    assert path == f"/dev/{vg}/VHD-{t}"
+    with vhd.open_image(path) as img:                     # the default resolver
+        assert img.parent_locator.startswith("VHD-")
+        assert img.read(0, 4096) == b"C" * 4096
