@@ -86,3 +86,29 @@ def test_create_write_snapshot_revert_delete(sr):
 def test_probe_finds_the_sr(sr, sr_uuid):
     run = sr("sr_probe")
     assert f"<UUID>{sr_uuid}</UUID>" in run.ok()
+
+
+def test_sr_detach_unmaps_everything_and_clone_is_independent(sr, windows_of):
+    vdi = sr("vdi_create", args=[str(8 * MiB), "d", "", "", "false", "", "", "false"]).ok()
+    path = sr("vdi_attach", vdi_uuid=vdi["uuid"], args=["true"]).ok()["params"]
+    with vhd.open_image(path, writable=True) as img:
+        img.write(0, b"1" * 4096)
+    sr("vdi_detach", vdi_uuid=vdi["uuid"]).ok()
+    clone = sr("vdi_clone", vdi_uuid=vdi["uuid"]).ok()
+    for uuid_, data in ((clone["uuid"], b"2"), (vdi["uuid"], b"3")):
+        path = sr("vdi_attach", vdi_uuid=uuid_, args=["true"]).ok()["params"]
+        with vhd.open_image(path, writable=True) as img:
+            img.write(0, data * 4096)
+        sr("vdi_detach", vdi_uuid=uuid_).ok()
+    from smlib.stores.lvmstore import LVMStore
+
+    store = LVMStore({"device": sr.device}, sr.vg[len("VG_XenStorage-"):])
+    try:
+        for uuid_, data in ((clone["uuid"], b"2"), (vdi["uuid"], b"3")):
+            with vhd.open_image(store.activate(uuid_), resolver=store.resolver) as img:
+                assert img.read(0, 4096) == data * 4096
+    finally:
+        store.close()
+    assert windows_of(sr.device) != []                   # kept: MGT and the chains
+    sr("sr_detach").ok()
+    assert windows_of(sr.device) == []

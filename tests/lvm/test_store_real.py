@@ -175,3 +175,25 @@ def test_lvm_error_message_is_carried():
         lvm.lvrename("VG_XenStorage-" + str(uuid.uuid4()), "VHD-a", "VHD-b")
     assert err.value.name == "LVMCreate"
     assert "lvrename" in err.value.opterr and "not found" in err.value.opterr.lower()
+
+
+def test_two_devices_one_vg(loop_pv, sr_uuid, tmp_path, monkeypatch):
+    monkeypatch.setenv("SMLIB_LVM_LOCK_DIR", str(tmp_path / "locks"))
+    a, b = loop_pv(), loop_pv()
+    s = LVMStore({"device": f"{a},{b}"}, sr_uuid)
+    s.sr_create()
+    found = lvm.layout(s.vg)
+    assert set(found.pvs) == {a, b}
+    assert s.total_space() == found.total_extents() * found.extent_size > 30 * 1024 ** 3
+    names = [str(uuid.uuid4()) for _ in range(3)]
+    for n in names:                                   # placed mid-gap, on either PV
+        s.create_vhd(n, 8 * MiB)
+        with vhd.open_image(s.activate(n)) as img:
+            assert img.virtual_size == 8 * MiB
+    assert {run.pv for lv in lvs_now(s).values() for _, run in lv.segments} == {a, b}
+    s.close()
+    for n in names:
+        s.remove(n)
+    s.sr_delete()
+    owners = lvm.pv_owners()
+    assert os.path.realpath(a) not in owners and os.path.realpath(b) not in owners
