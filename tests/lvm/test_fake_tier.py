@@ -302,3 +302,21 @@ def test_attach_makes_the_whole_chain_reachable(fake, dispatch):
     with vhd.open_image(path) as img:                     # the default resolver
         assert img.parent_locator.startswith("VHD-")
         assert img.read(0, 4096) == b"C" * 4096
+
+
+def test_sr_scan_follows_the_lvs(fake, dispatch):
+    call = InProc(dispatch, str(uuid.uuid4()))
+    call("sr_create")
+    a = call("vdi_create", args=[str(16 * MiB), "a", "", "", "false", "", "", "false"])["uuid"]
+    b = call("vdi_create", args=[str(16 * MiB), "b", "", "", "false", "", "", "false"])["uuid"]
+    st = new_store(call.sr_uuid)
+    st.remove(b)                                          # an LV gone behind our back
+    c = str(uuid.uuid4())
+    st.create_vhd(c, 32 * MiB)                            # and one made behind our back
+    st.close()
+    call("sr_scan")
+    listing = {v["uuid"]: v for v in call("vdi_list")}
+    assert set(listing) == {a, c}
+    assert listing[c]["virtual_size"] == str(32 * MiB)
+    assert listing[a]["name_label"] == "a"                # known records are kept
+    assert listing[a]["physical_utilisation"] == str(EXTENT)
