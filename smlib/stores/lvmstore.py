@@ -367,7 +367,8 @@ class LVMStore(Store):
         except BaseException:
             self.close()
             self.lvm.vgremove(self.vg)
-            self.lvm.pvremove(self.devices)
+            if fresh:  # PV labels that were there before stay
+                self.lvm.pvremove(fresh)
             raise
 
     def sr_delete(self) -> None:

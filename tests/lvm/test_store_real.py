@@ -197,3 +197,22 @@ def test_two_devices_one_vg(loop_pv, sr_uuid, tmp_path, monkeypatch):
     s.sr_delete()
     owners = lvm.pv_owners()
     assert os.path.realpath(a) not in owners and os.path.realpath(b) not in owners
+
+
+def test_sr_create_refuses_a_device_holding_data(loop_pv, sr_uuid):
+    """lvm2 finds a signature (here: swap) and is not allowed to wipe it."""
+    import shutil
+    import subprocess
+
+    if shutil.which("mkswap") is None:
+        pytest.skip("no mkswap to put a signature on the device")
+    dev = loop_pv()
+    subprocess.run(["mkswap", dev], check=True, capture_output=True)
+    with open(dev, "rb") as f:
+        before = f.read(1024 * 1024)
+    with pytest.raises(SRError) as err:
+        LVMStore({"device": dev}, sr_uuid).sr_create()
+    assert err.value.name == "LVMCreate" and "signature" in err.value.opterr
+    with open(dev, "rb") as f:
+        assert f.read(1024 * 1024) == before
+    assert os.path.realpath(dev) not in lvm.pv_owners()
