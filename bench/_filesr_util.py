@@ -83,9 +83,9 @@ class BenchSR:
         """Write nbytes of data into the VDI's own image (whole blocks)."""
         from smlib import vhd
 
-        chunk = bytes([tag & 0xFF]) * BLOCK
+        chunk = bytes([tag & 0xFF]) * min(BLOCK, nbytes)
         with vhd.open_image(self.path(uuid), writable=True) as img:
-            for off in range(0, nbytes, BLOCK):
+            for off in range(0, nbytes, len(chunk)):
                 img.write(off, chunk)
         os.sync()  # so no write-back of the fill is billed to a timed step
 
