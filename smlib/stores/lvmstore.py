@@ -320,11 +320,30 @@ class LVMStore(Store):
     # ------------------------------------------------------------- SR
 
     def sr_exists(self) -> bool:
+        """True when the VG with its MGT exists. The tree asks before it
+        takes the SR lock, so nothing read here is kept (another command may
+        change the VG before the lock is ours), and a host-local marker
+        written when the SR was last seen here answers without an lvm2 run;
+        a VG removed behind the SR's back then fails its first real use
+        under the lock with SRUnavailable, as this check would."""
         if not self.sr_uuid:
             return False
-        if self._layout is None:
-            self._layout = self.lvm.layout(self.vg)
-        return self._layout is not None and MGT_LV in self._layout.lvs
+        if os.path.exists(self._marker()):
+            return True
+        found = self.lvm.layout(self.vg)
+        if found is None or MGT_LV not in found.lvs:
+            return False
+        self._touch_marker()
+        return True
+
+    def _marker(self) -> str:
+        return self.lock_path()[:-len(".lock")] + ".present"
+
+    def _touch_marker(self) -> None:
+        path = self._marker()
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "a"):
+            pass
 
     def _check_devices(self) -> list[str]:
         owners = self.lvm.pv_owners()
@@ -364,6 +383,9 @@ class LVMStore(Store):
             mgt.format_container(path, self.layout().lvs[MGT_LV].size)
             self._mgt = mgt.State()
             self._save_mgt()
+            self._touch_marker()
+            # Made outside the SR lock: the commands after it read afresh.
+            self._layout, self._mgt = None, None
         except BaseException:
             self.close()
             self.lvm.vgremove(self.vg)
@@ -380,11 +402,14 @@ class LVMStore(Store):
         self.lvm.pvremove(pvs)
         self._layout = None
         self._mgt = None
+        if os.path.exists(self._marker()):
+            os.unlink(self._marker())
 
     def sr_attach(self) -> None:
         # MGT stays reachable while the SR is attached: later commands find
         # it active and pay no lvm2 run for their bookkeeping.
         self._activate_lv(MGT_LV, keep=True)
+        self._layout = None  # read before the SR lock: not to be trusted after it
 
     def sr_detach(self) -> None:
         self._deactivate_all(everything=True)

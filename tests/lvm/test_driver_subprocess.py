@@ -112,3 +112,30 @@ def test_sr_detach_unmaps_everything_and_clone_is_independent(sr, windows_of):
     assert windows_of(sr.device) != []                   # kept: MGT and the chains
     sr("sr_detach").ok()
     assert windows_of(sr.device) == []
+
+
+def test_concurrent_drivers_serialise_on_the_sr_lock(sr):
+    """Three driver processes snapshot three VDIs at once: the host-local
+    SR lock serialises them; every VDI gets its snapshot, nothing is torn."""
+    import threading
+
+    from lvmsr_helpers import LVMSRHarness
+
+    vdis = [sr("vdi_create", args=[str(8 * MiB), f"d{i}", "", "", "false", "", "", "false"])
+            .ok()["uuid"] for i in range(3)]
+    results: dict = {}
+
+    def snap(v: str) -> None:
+        results[v] = sr("vdi_snapshot", vdi_uuid=v)
+
+    threads = [threading.Thread(target=snap, args=(v,)) for v in vdis]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    snaps = {v: results[v].ok()["uuid"] for v in vdis}
+    listing = {v["uuid"]: v for v in sr("vdi_list").ok()}
+    for v, s in snaps.items():
+        assert listing[s]["snapshot_of"] == v and listing[s]["is_a_snapshot"] is True
+    assert sum(1 for v in listing.values() if v["hidden"]) == 3
+    LVMSRHarness(sr.device, (None, None, None), sr.vg[len("VG_XenStorage-"):]).check_all()

@@ -320,3 +320,20 @@ def test_sr_scan_follows_the_lvs(fake, dispatch):
     assert listing[c]["virtual_size"] == str(32 * MiB)
     assert listing[a]["name_label"] == "a"                # known records are kept
     assert listing[a]["physical_utilisation"] == str(EXTENT)
+
+
+def test_vg_gone_behind_the_srs_back_is_sr_unavailable(fake, dispatch):
+    """sr_exists answers from a host-local marker; the real check happens
+    under the SR lock and gives the same SRUnavailable."""
+    call = InProc(dispatch, str(uuid.uuid4()))
+    call("sr_create")
+    assert new_store(call.sr_uuid).sr_exists()
+    runs = sum(fake.RUNS.values())
+    assert new_store(call.sr_uuid).sr_exists()
+    assert sum(fake.RUNS.values()) == runs                # no lvm2 run for the answer
+    fake.vgremove("VG_XenStorage-" + call.sr_uuid)
+    with pytest.raises(xmlrpc.client.Fault) as fault:
+        call("vdi_list")
+    assert fault.value.faultCode == 47
+    os.unlink(new_store(call.sr_uuid)._marker())
+    assert not new_store(call.sr_uuid).sr_exists()
