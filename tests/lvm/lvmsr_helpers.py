@@ -137,12 +137,15 @@ class LVMSRHarness:
         found = lvm.layout(self.vg)
         return {} if found is None else {n: lv.size for n, lv in found.lvs.items()}
 
-    def hashes(self) -> dict[str, tuple[int, str]]:
-        """Every LV (MGT included) -> (size, sha256 of all its bytes)."""
+    def hashes(self, skip: tuple = ()) -> dict[str, tuple[int, str]]:
+        """Every LV (MGT included, ``skip`` left out) -> (size, sha256 of
+        all its bytes)."""
         store = self.store()
         out = {}
         try:
             for lv, size in self.lvs().items():
+                if lv in skip:
+                    continue
                 path = store._activate_lv(lv)
                 with open(path, "rb") as f:
                     out[lv] = (size, hashlib.sha256(f.read()).hexdigest())

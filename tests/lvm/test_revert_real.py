@@ -10,6 +10,7 @@ import pytest
 from lvmsr_helpers import DISK, LVMSRHarness, MiB, pattern
 
 from smlib.journal import CRASH_STATUS
+from smlib.stores import lvm
 
 pytestmark = pytest.mark.lvm
 
@@ -127,6 +128,17 @@ def test_refusals_change_nothing(lvmsr):
         if code is not None:
             assert fault.faultCode == code, fault
         assert sr.hashes() == hashes, keys
+    # A full VG: no room for the new target.
+    layout = lvm.layout(sr.vg)
+    gap = max(layout.free, key=lambda g: g.count)
+    for g in layout.free:                                 # fill every free extent
+        lvm.lvcreate(sr.vg, f"filler{g.start}", g.count, where=[g])
+    fillers = tuple(f"filler{g.start}" for g in layout.free)
+    assert lvm.layout(sr.vg).free_extents() == 0 and gap.count > 0
+    hashes = sr.hashes(skip=fillers)
+    assert sr.fault("vdi_revert", vdi_uuid=s1, args=[t]).faultCode == 44
+    assert sr.hashes(skip=fillers) == hashes
+    lvm.lvremove(sr.vg, list(fillers))
     # An attached target is in use.
     sr.inproc("vdi_attach", vdi_uuid=other, args=["true"])
     hashes = sr.hashes()
