@@ -3,7 +3,7 @@
 One function per lvm2 command. Every run goes through ``run``, which adds
 the extra ``--config`` text of ``$SMLIB_LVM_CONFIG`` (this machine has no
 device-mapper, so tests set ``global{activation=0}``), enforces a timeout,
-counts the run in ``RUNS`` (the benchmarks read it: each run costs ~45 ms)
+counts the run in ``RUNS`` (the benchmarks read it: a run costs 45-75 ms)
 and turns a failure into an ``SRError`` carrying lvm2's own message.
 
 Reports use ``--reportformat json`` with byte units. The one report the
@@ -18,7 +18,6 @@ import collections
 import dataclasses
 import json
 import os
-import shutil
 from typing import Iterable, Optional, Sequence
 
 from smlib.errors import SRError
@@ -45,6 +44,8 @@ def _lvm_bin() -> str:
     explicit = os.environ.get(BIN_ENV)
     if explicit:
         return explicit
+    import shutil  # deferred: keep driver start-up light
+
     path = os.environ.get("PATH", "") + os.pathsep + "/usr/sbin" + os.pathsep + "/sbin"
     found = shutil.which("lvm", path=path)
     if found is None:
