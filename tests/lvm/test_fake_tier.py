@@ -337,3 +337,28 @@ def test_vg_gone_behind_the_srs_back_is_sr_unavailable(fake, dispatch):
     assert fault.value.faultCode == 47
     os.unlink(new_store(call.sr_uuid)._marker())
     assert not new_store(call.sr_uuid).sr_exists()
+
+
+def test_resize_while_attached_and_introduce(fake, dispatch):
+    call = InProc(dispatch, str(uuid.uuid4()))
+    call("sr_create")
+    t = call("vdi_create", args=[str(16 * MiB), "d", "", "", "false", "", "", "false"])["uuid"]
+    call("vdi_attach", vdi_uuid=t, args=["true"])
+    lvs = fake.vgs["VG_XenStorage-" + call.sr_uuid].lvs
+    grown = call("vdi_resize", vdi_uuid=t, args=[str(200 * MiB)])
+    assert grown["virtual_size"] == str(200 * MiB)
+    assert lvs["VHD-" + t].extents() * EXTENT >= vhd.required_size(200 * MiB)  # still inflated
+    path = call("vdi_attach", vdi_uuid=t, args=["true"])["params"]
+    with vhd.open_image(path, writable=True) as img:      # the whole new size is writable
+        img.write(200 * MiB - 4096, b"E" * 4096)
+    call("vdi_detach", vdi_uuid=t)
+    assert lvs["VHD-" + t].extents() == 1                 # deflated again
+    # vdi_introduce: an LV holding a VHD that the metadata does not know
+    st = new_store(call.sr_uuid)
+    other = str(uuid.uuid4())
+    st.create_vhd(other, 8 * MiB)
+    st.close()
+    rec = call("vdi_introduce", vdi_location=other, new_uuid=other,
+               vdi_sm_config={"name_label": "found"})
+    assert rec["uuid"] == other and rec["location"] == other
+    assert {v["uuid"]: v["name_label"] for v in call("vdi_list")}[other] == "found"
