@@ -130,3 +130,22 @@ def test_revert_to_a_root_snapshot(tmp_path, filesr, crash_at):
 
     assert crash_each_point(tmp_path, filesr, crash_at, "vdi_revert",
                             {"vdi_uuid": s, "args": [t]}, check) >= 4
+
+
+def test_snapshot_of_an_idle_disk_with_gc_bypass(tmp_path, filesr, crash_at):
+    t = setup(filesr)
+    s1 = filesr.inproc("vdi_snapshot", vdi_uuid=t)["uuid"]  # T is now an empty child
+
+    def check(copy, listing, crashed):
+        assert copy.read(t) == P1 and copy.read(s1) == P1
+        new = [u for u, v in listing.items() if not v["hidden"] and u not in (t, s1)]
+        assert len(new) <= 1 and (crashed or len(new) == 1)
+        for u in new:
+            assert copy.read(u) == P1
+        if not crashed:  # the empty base was bypassed: one base for all three
+            assert sum(v["hidden"] for v in listing.values()) == 1
+
+    # snapshot (begin, rename, hide, 2 creates, save, end) then the bypass
+    # (begin, 2 reparents, remove, save, end)
+    assert crash_each_point(tmp_path, filesr, crash_at, "vdi_snapshot",
+                            {"vdi_uuid": t}, check) >= 12
