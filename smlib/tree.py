@@ -58,6 +58,21 @@ def empty_overhead(virtual_size: int) -> int:
     return 64 * 1024 + 4 * blocks + blocks // 8
 
 
+# Bytes an image with at least one allocated block must hold besides its
+# BAT: footer copy and header (1536), one block, its sector bitmap, footer.
+_ONE_BLOCK_FLOOR = 1536 + BLOCK + 512 + 512
+
+
+def is_empty(img: Image) -> bool:
+    """True when the image has no allocated block. Answered from the image's
+    size when no block can fit (no 4 MiB BAT read for an empty 2 TiB
+    snapshot); otherwise from the BAT."""
+    bat_bytes = 4 * (-(-img.virtual_size // BLOCK))
+    if img.physical_size < _ONE_BLOCK_FLOOR + bat_bytes:
+        return True
+    return img.is_empty()
+
+
 class Tree:
     """One command's view of an SR: metadata plus the store's volumes."""
 
@@ -263,7 +278,7 @@ class Tree:
                 if not img.hidden:
                     mutation_point()
                     img.set_hidden(True)
-                base_rec.empty = img.is_empty()  # fixed now: a base never changes
+                base_rec.empty = is_empty(img)  # fixed now: a base never changes
         self.fit(base, inflate=False)
         if not self.store.exists(leaf):
             mutation_point()
@@ -302,7 +317,7 @@ class Tree:
         self.not_in_use(t, "target")
         self.writable(t, "target")
         with self.open(snap) as img:
-            s_empty = img.is_empty()
+            s_empty = is_empty(img)
             s_size = img.virtual_size
             s_parent = self.parent_of(img)
         base = None
@@ -330,7 +345,7 @@ class Tree:
         if self.meta.vdis[target].parent != parent:
             return False
         with self.open(target) as img:
-            return img.is_empty() and img.virtual_size == size and self.parent_of(img) == parent
+            return is_empty(img) and img.virtual_size == size and self.parent_of(img) == parent
 
     def _revert_fwd(self, r: Record, fresh: bool) -> None:
         target, base, parent = r["target"], r["base"], r["parent"]
@@ -391,7 +406,7 @@ class Tree:
             if not img.hidden:
                 mutation_point()
                 img.set_hidden(True)
-            empty = img.is_empty()
+            empty = is_empty(img)
         rec = self.meta.vdis[uuid]
         self.meta.vdis[uuid] = self._base_record(uuid, rec)
         self.meta.vdis[uuid].empty = empty
@@ -471,7 +486,7 @@ class Tree:
             rec.parent = self.parent_of(img)
             rec.hidden = img.hidden
             rec.virtual_size = img.virtual_size
-            rec.empty = rec.hidden and img.is_empty()
+            rec.empty = rec.hidden and is_empty(img)
         if rec.hidden:
             rec.name_label = rec.name_label or BASE_LABEL
             rec.read_only = True

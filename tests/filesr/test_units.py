@@ -110,3 +110,22 @@ def test_xapi_default_is_the_local_socket(monkeypatch):
     with pytest.raises(SRError) as info:
         xapi.vdi_uuid("OpaqueRef:s", "OpaqueRef:x")
     assert info.value.code == 202 and xapi.DEFAULT_SOCKET in str(info.value)
+
+
+@pytest.mark.parametrize("size", [2 << 20, 1 << 30, 2 << 40])
+@pytest.mark.parametrize("written", [None, 0, "last"])
+def test_is_empty_by_size_agrees_with_the_bat(tmp_path, size, written):
+    from smlib import vhd
+    from smlib.tree import is_empty
+
+    path = str(tmp_path / "a.vhd")
+    vhd.create(path, size)
+    if written is not None:
+        with vhd.open_image(path, writable=True) as img:
+            img.write(0 if written == 0 else size - 512, b"x" * 512)
+    vhd.snapshot(str(tmp_path / "b.vhd"), path)
+    for p in (path, str(tmp_path / "b.vhd")):
+        with vhd.open_image(p) as img:
+            assert is_empty(img) == img.is_empty()
+    with vhd.open_image(path) as img:
+        assert is_empty(img) is (written is None)
