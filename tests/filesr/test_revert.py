@@ -233,6 +233,9 @@ def test_revert_to_root_snapshot_and_single_snapshot(filesr):
     sr.ok("vdi_revert", vdi_uuid=s0, args=[t])
     assert sr.read(t, 0, len(P3)) == P3
     assert sr.read(s0, 0, len(P3)) == P3
+    hashes = tree_hashes(sr.location)  # repeating it changes nothing
+    sr.ok("vdi_revert", vdi_uuid=s0, args=[t])
+    assert tree_hashes(sr.location) == hashes
     sr.check_all()
 
 
