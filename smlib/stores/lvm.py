@@ -8,7 +8,7 @@ and turns a failure into an ``SRError`` carrying lvm2's own message.
 
 Reports use ``--reportformat json`` with byte units. The one report the
 store needs, ``layout``, is a single ``pvs --segments`` run: it gives every
-LV, its size, tags and physical extents, the free gaps and each PV's data
+LV, its size and physical extents, the free gaps and each PV's data
 offset, so a command learns the whole VG in one run.
 """
 
@@ -118,7 +118,6 @@ class Extents:
 class LVInfo:
     name: str
     size: int                                   # bytes
-    tags: list[str]
     # (logical extent, physical run), sorted by logical extent
     segments: list[tuple[int, Extents]] = dataclasses.field(default_factory=list)
 
@@ -148,7 +147,7 @@ class Layout:
 
 
 _LAYOUT_FIELDS = ("pv_name,pe_start,pv_pe_count,pvseg_start,pvseg_size,vg_name,"
-                  "vg_extent_size,lv_name,lv_size,lv_tags,seg_start_pe")
+                  "vg_extent_size,lv_name,lv_size,seg_start_pe")
 
 
 def layout(vg: str) -> Optional[Layout]:
@@ -167,8 +166,7 @@ def layout(vg: str) -> Optional[Layout]:
         if not name:
             found.free.append(run_)
             continue
-        lv = found.lvs.setdefault(name, LVInfo(name, int(row["lv_size"]),
-                                               [t for t in row["lv_tags"].split(",") if t]))
+        lv = found.lvs.setdefault(name, LVInfo(name, int(row["lv_size"])))
         lv.segments.append((int(row["seg_start_pe"]), run_))
     for lv in found.lvs.values():
         lv.segments.sort(key=lambda seg: seg[0])
@@ -240,11 +238,3 @@ def lvchange_activate(vg: str, lvs: Sequence[str], active: bool) -> None:
     run("lvchange", ["-ay" if active else "-an", *[f"{vg}/{lv}" for lv in lvs]],
         error="LVMMount" if active else "LVMUnMount")
 
-
-def lvchange_tags(vg: str, lv: str, add: Sequence[str] = (), delete: Sequence[str] = ()) -> None:
-    args: list[str] = []
-    for tag in add:
-        args += ["--addtag", tag]
-    for tag in delete:
-        args += ["--deltag", tag]
-    run("lvchange", [*args, f"{vg}/{lv}"], error="LVMCreate")

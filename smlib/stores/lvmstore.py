@@ -479,7 +479,7 @@ class LVMStore(Store):
             raise SRError.from_name("SRNoSpace", f"{self.vg}: {extents} extents wanted, "
                                     f"{layout.free_extents()} free")
         self.lvm.lvcreate(self.vg, lv, extents, where=where)
-        info = LVInfo(lv, extents * layout.extent_size, [])
+        info = LVInfo(lv, extents * layout.extent_size)
         layout.lvs[lv] = info
         if where:
             _take(layout, where[0].pv, where[0].start, extents)

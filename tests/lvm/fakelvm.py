@@ -36,7 +36,6 @@ RESERVED = ("_cdata", "_cmeta", "_corig", "_mlog", "_mimage", "_pmspare", "_rima
 class FakeLV:
     ident: int
     segments: list[Extents]               # in logical order
-    tags: list[str] = dataclasses.field(default_factory=list)
     active: bool = False
 
     def extents(self) -> int:
@@ -154,7 +153,7 @@ class FakeLVM:
         for pv in group.pvs:
             found.pvs[pv] = PVInfo(pv, PE_START, self.pe_count(os.path.getsize(pv)))
         for name, lv in group.lvs.items():
-            info = LVInfo(name, lv.extents() * EXTENT, list(lv.tags))
+            info = LVInfo(name, lv.extents() * EXTENT)
             pos = 0
             for seg in lv.segments:
                 info.segments.append((pos, Extents(seg.pv, seg.start, seg.count)))
@@ -315,12 +314,6 @@ class FakeLVM:
                     self._link(vg, lv, item)
                 else:
                     os.unlink(self._node(vg, lv))
-
-    def lvchange_tags(self, vg: str, lv: str, add: Sequence[str] = (),
-                      delete: Sequence[str] = ()) -> None:
-        self._run("lvchange")
-        item = self._lv("lvchange", [f"{vg}/{lv}"], vg, lv, "LVMCreate")
-        item.tags = sorted((set(item.tags) | set(add)) - set(delete))
 
     # ----------------------------------------------------------- internals
 

@@ -76,16 +76,16 @@ def test_layout_report(fake_bin):
     rows = [
         {"pv_name": "/dev/sdb", "pe_start": "1048576", "pv_pe_count": "100",
          "pvseg_start": "0", "pvseg_size": "2", "vg_name": "VG", "vg_extent_size": "4194304",
-         "lv_name": "MGT", "lv_size": "8388608", "lv_tags": "", "seg_start_pe": "0"},
+         "lv_name": "MGT", "lv_size": "8388608", "seg_start_pe": "0"},
         {"pv_name": "/dev/sdb", "pe_start": "1048576", "pv_pe_count": "100",
          "pvseg_start": "2", "pvseg_size": "1", "vg_name": "VG", "vg_extent_size": "4194304",
-         "lv_name": "VHD-a", "lv_size": "8388608", "lv_tags": "x,y", "seg_start_pe": "1"},
+         "lv_name": "VHD-a", "lv_size": "8388608", "seg_start_pe": "1"},
         {"pv_name": "/dev/sdb", "pe_start": "1048576", "pv_pe_count": "100",
          "pvseg_start": "3", "pvseg_size": "10", "vg_name": "VG", "vg_extent_size": "4194304",
-         "lv_name": "", "lv_size": "0", "lv_tags": "", "seg_start_pe": "0"},
+         "lv_name": "", "lv_size": "0", "seg_start_pe": "0"},
         {"pv_name": "/dev/sdb", "pe_start": "1048576", "pv_pe_count": "100",
          "pvseg_start": "13", "pvseg_size": "1", "vg_name": "VG", "vg_extent_size": "4194304",
-         "lv_name": "VHD-a", "lv_size": "8388608", "lv_tags": "x,y", "seg_start_pe": "0"},
+         "lv_name": "VHD-a", "lv_size": "8388608", "seg_start_pe": "0"},
     ]
     fake_bin(stdout=json.dumps({"report": [{"pvseg": rows}]}))
     found = lvm.layout("VG")
@@ -93,7 +93,6 @@ def test_layout_report(fake_bin):
     assert found.extent_size == 4 * 1024 * 1024
     assert found.pvs["/dev/sdb"].pe_start == 1048576
     a = found.lvs["VHD-a"]
-    assert a.tags == ["x", "y"]
     assert [(pos, run.start) for pos, run in a.segments] == [(0, 13), (1, 2)]   # logical order
     assert [(g.start, g.count) for g in found.free] == [(3, 10)]
     assert found.free_extents() == 10 and found.total_extents() == 100
