@@ -208,9 +208,10 @@ class FileStore(Store):
     def remove_garbage(self) -> None:
         for entry in self.garbage_files():
             _unlink(os.path.join(self.dir, entry))
-        for entry in os.listdir(self.sm_dir):
-            if entry.endswith(PART):
-                _unlink(os.path.join(self.sm_dir, entry))
+        for where in (self.sm_dir, self.journal_dir):
+            for entry in os.listdir(where):
+                if entry.endswith(PART):  # a write_atomic cut short
+                    _unlink(os.path.join(where, entry))
 
     # -------------------------------------------------- SR bookkeeping
 

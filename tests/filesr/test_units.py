@@ -129,3 +129,16 @@ def test_is_empty_by_size_agrees_with_the_bat(tmp_path, size, written):
             assert is_empty(img) == img.is_empty()
     with vhd.open_image(path) as img:
         assert is_empty(img) is (written is None)
+
+
+def test_scan_removes_leftovers_of_interrupted_writes(filesr):
+    sr = filesr
+    t = sr.create()
+    leftovers = [f"{sr.location}/{t}.vhd.part", f"{sr.location}/.sm/metadata.xml.part",
+                 f"{sr.location}/.sm/journal/{t}.part"]
+    for path in leftovers:
+        with open(path, "wb") as f:
+            f.write(b"torn")
+    sr.ok("sr_scan")
+    assert not any(os.path.exists(p) for p in leftovers)
+    assert sorted(sr.vdis()) == [t]
