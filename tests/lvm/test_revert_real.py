@@ -193,3 +193,34 @@ def test_crash_at_each_mutation_point_then_replay(make_lvmsr, harness_fns, tmp_p
         point += 1
     print(f"vdi_revert crashed at {point - 2} mutation points")
     assert point > 4, "vdi_revert passed fewer mutation points than expected"
+
+
+@pytest.mark.slow
+def test_snapshot_crash_at_each_mutation_point_then_replay(make_lvmsr, harness_fns, tmp_path):
+    """vdi_snapshot killed at each mutation point (LV rename, creates, hidden
+    flag, deflate): after replay the leaf keeps its contents under its uuid,
+    no transient or stray LV is left, and a snapshot either exists whole or
+    not at all (replay rolls forward from the rename on)."""
+    sr = make_lvmsr()
+    t = sr.create()
+    sr.write(t, 0, P1)
+    template = str(tmp_path / "prepared.img")
+    make_lvmsr.pvs.save(sr.device, template)
+    point, finished = 1, False
+    while not finished:
+        sr = LVMSRHarness(make_lvmsr.pvs.restore(template), harness_fns, sr.sr_uuid)
+        run = sr.run("vdi_snapshot", vdi_uuid=t, env={"SM_CRASH_AT": str(point)})
+        assert run.returncode in (0, CRASH_STATUS), run.stderr
+        finished = run.returncode == 0
+        listing = sr.vdis()
+        sr.check_all()
+        assert sr.read(t, 0, len(P1)) == P1
+        snaps = [u for u, v in listing.items() if v["is_a_snapshot"]]
+        assert len(snaps) <= 1
+        if finished:
+            assert len(snaps) == 1
+        for s in snaps:
+            assert sr.read(s, 0, len(P1)) == P1
+        make_lvmsr.pvs.release(sr.device)
+        point += 1
+    assert point > 3, "vdi_snapshot passed fewer mutation points than expected"
