@@ -55,6 +55,7 @@ class LVMBench:
         self.losetups: collections.Counter[str] = collections.Counter()
         self._count_losetup()
         self.call("sr_create")
+        self.call("sr_attach")  # as xapi plugs the PBD: MGT stays reachable
 
     def _count_losetup(self) -> None:
         from smlib.stores import lvmstore
