@@ -17,7 +17,6 @@ The caller holds the SR lock and calls ``replay()`` first.
 from __future__ import annotations
 
 import time
-import uuid as uuidlib
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator, Optional
 
@@ -25,6 +24,7 @@ from smlib.errors import SRError
 from smlib.journal import Journal, Record, mutation_point
 from smlib.metadata import Metadata, VDIRecord
 from smlib.stores.base import Store, is_uuid, split_transient
+from smlib.uuids import uuid4
 
 if TYPE_CHECKING:
     from smlib.vhd import Image
@@ -44,7 +44,7 @@ def round_size(size: int) -> int:
 
 
 def new_uuid() -> str:
-    return str(uuidlib.uuid4())
+    return uuid4()
 
 
 def now_stamp() -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import time
-import uuid as uuidlib
 from typing import Optional
+
+from smlib.uuids import random_bytes
 
 from . import format as fmt
 from .errors import VHDError
@@ -35,7 +36,7 @@ def _new_image(path: str, size: int, max_bat: int, hidden: bool,
     """Write a fresh dynamic or differencing image in blktap's layout."""
     footer = fmt.Footer(disk_type=fmt.DISK_DIFF if parent else fmt.DISK_DYNAMIC,
                         current_size=size, original_size=size,
-                        uuid=uuidlib.uuid4().bytes, timestamp=fmt.vhd_time(time.time()),
+                        uuid=random_bytes(), timestamp=fmt.vhd_time(time.time()),
                         hidden=int(hidden), geometry=fmt.geometry(size))
     header = fmt.Header(max_bat=max_bat)
     batmap_hdr_at = fmt.TABLE_OFFSET + fmt.bat_bytes(max_bat)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import sys
-import uuid as uuidlib
 from array import array
 from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple, Union
+
+from smlib.uuids import text as uuid_text
 
 from . import format as fmt
 from .errors import VHDError
@@ -227,7 +228,7 @@ class Image:
     def parent_uuid(self) -> Optional[str]:
         if self.disk_type != fmt.DISK_DIFF:
             return None
-        return str(uuidlib.UUID(bytes=self.header.parent_uuid))
+        return uuid_text(self.header.parent_uuid)
 
     @property
     def parent_locator(self) -> Optional[str]:
