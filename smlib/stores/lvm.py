@@ -15,8 +15,6 @@ offset, so a command learns the whole VG in one run.
 from __future__ import annotations
 
 import collections
-import dataclasses
-import json
 import os
 from typing import Iterable, Optional, Sequence
 
@@ -93,6 +91,8 @@ def failure(command: str, args: Sequence[str], message: str, error: str) -> SREr
 
 
 def _report(stdout: str, kind: str) -> list[dict[str, str]]:
+    import json  # deferred: keep driver start-up light
+
     try:
         doc = json.loads(stdout)
         rows: list[dict[str, str]] = []
@@ -104,40 +104,61 @@ def _report(stdout: str, kind: str) -> list[dict[str, str]]:
 
 
 # ------------------------------------------------------------------ reports
+# Plain classes, not dataclasses: that import costs every driver call ~5 ms.
 
-@dataclasses.dataclass
 class Extents:
     """A run of physical extents ``start .. start+count-1`` on one PV."""
 
-    pv: str
-    start: int
-    count: int
+    __slots__ = ("pv", "start", "count")
+
+    def __init__(self, pv: str, start: int, count: int) -> None:
+        self.pv = pv
+        self.start = start
+        self.count = count
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Extents):
+            return NotImplemented
+        return (self.pv, self.start, self.count) == (other.pv, other.start, other.count)
+
+    __hash__ = None  # mutable (placement grows and cuts runs in place)
+
+    def __repr__(self) -> str:
+        return f"Extents({self.pv!r}, {self.start}, {self.count})"
 
 
-@dataclasses.dataclass
 class LVInfo:
-    name: str
-    size: int                                   # bytes
-    # (logical extent, physical run), sorted by logical extent
-    segments: list[tuple[int, Extents]] = dataclasses.field(default_factory=list)
+    __slots__ = ("name", "size", "segments")
+
+    def __init__(self, name: str, size: int,
+                 segments: Optional[list[tuple[int, Extents]]] = None) -> None:
+        self.name = name
+        self.size = size                        # bytes
+        # (logical extent, physical run), sorted by logical extent
+        self.segments = segments if segments is not None else []
 
 
-@dataclasses.dataclass
 class PVInfo:
-    name: str
-    pe_start: int                               # byte offset of extent 0
-    pe_count: int
+    __slots__ = ("name", "pe_start", "pe_count")
+
+    def __init__(self, name: str, pe_start: int, pe_count: int) -> None:
+        self.name = name
+        self.pe_start = pe_start                # byte offset of extent 0
+        self.pe_count = pe_count
 
 
-@dataclasses.dataclass
 class Layout:
     """What one ``pvs --segments`` run says about a VG."""
 
-    vg: str
-    extent_size: int
-    pvs: dict[str, PVInfo]
-    lvs: dict[str, LVInfo]
-    free: list[Extents]
+    __slots__ = ("vg", "extent_size", "pvs", "lvs", "free")
+
+    def __init__(self, vg: str, extent_size: int, pvs: dict[str, PVInfo],
+                 lvs: dict[str, LVInfo], free: list[Extents]) -> None:
+        self.vg = vg
+        self.extent_size = extent_size
+        self.pvs = pvs
+        self.lvs = lvs
+        self.free = free
 
     def free_extents(self) -> int:
         return sum(gap.count for gap in self.free)
