@@ -31,32 +31,57 @@ def required_size(virtual_size: int) -> int:
     return 2 * meta + blocks * (fmt.BLOCK_SIZE + fmt.DATA_ALIGN) + fmt.FOOTER_SIZE
 
 
+_UNALLOCATED_RUN = 1 << 20      # bytes of 0xFF written per BAT write
+_unallocated: Optional[memoryview] = None
+
+
+def _unallocated_run() -> memoryview:
+    """1 MiB of 0xFF (free BAT entries), made once per process and only when
+    an image is made: a 2 TiB image's BAT is 4 MiB of them."""
+    global _unallocated
+    if _unallocated is None:
+        _unallocated = memoryview(b"\xff" * _UNALLOCATED_RUN)
+    return _unallocated
+
+
 def _new_image(path: str, size: int, max_bat: int, hidden: bool,
                parent: Optional[Image] = None, rel: Optional[str] = None) -> None:
-    """Write a fresh dynamic or differencing image in blktap's layout."""
+    """Write a fresh dynamic or differencing image in blktap's layout.
+
+    Written piece by piece at increasing offsets (footer copy and header,
+    the BAT from a reused 0xFF run, then batmap, locators and footer), so a
+    large BAT is never built or joined in memory.
+    """
     footer = fmt.Footer(disk_type=fmt.DISK_DIFF if parent else fmt.DISK_DYNAMIC,
                         current_size=size, original_size=size,
                         uuid=random_bytes(), timestamp=fmt.vhd_time(time.time()),
                         hidden=int(hidden), geometry=fmt.geometry(size))
     header = fmt.Header(max_bat=max_bat)
     batmap_hdr_at = fmt.TABLE_OFFSET + fmt.bat_bytes(max_bat)
-    batmap = bytes(fmt.batmap_bytes(max_bat))
+    batmap_size = fmt.batmap_bytes(max_bat)
+    # An all-zero batmap sums to 0: its checksum is ~0.
     batmap_hdr = fmt.BatmapHeader(offset=batmap_hdr_at + fmt.SECTOR,
-                                  size=len(batmap) // fmt.SECTOR,
-                                  checksum=fmt.bytes_checksum(batmap))
+                                  size=batmap_size // fmt.SECTOR, checksum=0xFFFFFFFF)
     locators = b""
     if parent is not None:
         locators = parent_fields(header, parent.footer.uuid, parent.path, rel or "",
-                                 batmap_hdr.offset + len(batmap))
+                                 batmap_hdr.offset + batmap_size)
     foot = footer.pack()
-    bat = b"\xff\xff\xff\xff" * max_bat
-    bat += bytes(fmt.bat_bytes(max_bat) - len(bat))
-    blob = b"".join((foot, header.pack(path), bat, batmap_hdr.pack(), batmap, locators, foot))
+    head = foot + header.pack(path)                     # offsets 0 and HEADER_OFFSET
+    tail = b"".join((bytes(batmap_hdr_at - fmt.TABLE_OFFSET - 4 * max_bat),  # BAT padding
+                     batmap_hdr.pack(), bytes(batmap_size), locators, foot))
     existing = os.path.exists(path)
     raw = RawFile(path, writable=existing, create=not existing)
     try:
-        raw.write_at(0, blob)
-        raw.truncate(len(blob))
+        raw.write_at(0, head)
+        run = _unallocated_run()
+        at, end = fmt.TABLE_OFFSET, fmt.TABLE_OFFSET + 4 * max_bat
+        while at < end:
+            n = min(len(run), end - at)
+            raw.write_at(at, run[:n])
+            at += n
+        raw.write_at(end, tail)
+        raw.truncate(end + len(tail))
     finally:
         raw.close()
 

@@ -102,8 +102,13 @@ def checksum(buf: bytes, field_offset: int) -> int:
 
 
 def bytes_checksum(buf: bytes) -> int:
-    """One's complement of the byte sum (batmap payload)."""
-    return (~sum(buf)) & 0xFFFFFFFF
+    """One's complement of the byte sum (batmap payload).
+
+    Zero bytes add nothing, so they are dropped first (at C speed): a
+    2 TiB image's batmap is 128 KiB, mostly zeros, and summing it byte by
+    byte cost every open ~0.3 ms.
+    """
+    return (~sum(buf.translate(None, b"\0"))) & 0xFFFFFFFF
 
 
 def _verified(buf: bytes, size: int, cookie: bytes, csum_at: int, what: str, path: str,
