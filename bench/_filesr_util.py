@@ -1,8 +1,10 @@
-"""Shared pieces of the FileSR benchmarks: an SR in a temp dir, calls built
-the way xapi builds them, and timing of the real drivers/FileSR process."""
+"""Shared pieces of the driver benchmarks: calls built the way xapi builds
+them, timing of a real driver process (DriverBench; the LVMSR benchmark's
+SR is one too), a FileSR in a temp dir (BenchSR), the ratio report."""
 
 from __future__ import annotations
 
+import abc
 import os
 import statistics
 import subprocess
@@ -34,19 +36,24 @@ def driver_env(tmp: str) -> dict:
     return env
 
 
-class BenchSR:
-    """A FileSR in ``root``; ``call`` in process, ``timed`` as a process."""
+class DriverBench(abc.ABC):
+    """One SR of a driver: ``call`` in process, ``timed`` as the real
+    executable. A subclass sets DRIVER (the executable), ``driver_class()``
+    and ``device_config``, and ``sr_uuid`` before calling."""
 
-    def __init__(self, root: str) -> None:
-        self.location = os.path.join(root, "sr")
-        self.sr_uuid = str(uuidlib.uuid4())
-        self.env = driver_env(root)
-        os.environ["SM_LOG"] = self.env["SM_LOG"]  # in-process calls log here too
-        self.call("sr_create")
+    DRIVER = ""
+    device_config: dict
+    sr_uuid: str
+    env: dict
+
+    @staticmethod
+    @abc.abstractmethod
+    def driver_class() -> type:
+        """The driver's class, for in-process calls."""
 
     def xml(self, command: str, vdi: str = "", args: tuple = (), **extra) -> str:
         params = {"host_ref": ref(), "command": command, "args": list(args),
-                  "device_config": {"location": self.location}, "session_ref": ref(),
+                  "device_config": self.device_config, "session_ref": ref(),
                   "sr_ref": ref(), "sr_uuid": self.sr_uuid, **extra}
         if vdi:
             params.update(vdi_ref=ref(), vdi_uuid=vdi, vdi_location=vdi)
@@ -54,15 +61,14 @@ class BenchSR:
 
     def call(self, command: str, vdi: str = "", args: tuple = (), **extra):
         from smlib import smapi
-        from smlib.drivers.file import FileSR
 
-        text = smapi.handle(FileSR, [self.xml(command, vdi, args, **extra)])
+        text = smapi.handle(self.driver_class(), [self.xml(command, vdi, args, **extra)])
         (result,), _ = xmlrpc.client.loads(text)  # a fault raises here
         return result
 
     def timed(self, command: str, vdi: str = "", args: tuple = ()) -> float:
         """Seconds for one run of the real executable (must succeed)."""
-        argv = [DRIVER, self.xml(command, vdi, args)]
+        argv = [self.DRIVER, self.xml(command, vdi, args)]
         start = time.perf_counter()
         proc = subprocess.run(argv, env=self.env, capture_output=True,
                               stdin=subprocess.DEVNULL)
@@ -72,6 +78,26 @@ class BenchSR:
         except xmlrpc.client.Fault as f:
             raise RuntimeError(f"{command} failed: {f.faultString}") from None
         return elapsed
+
+
+class BenchSR(DriverBench):
+    """A FileSR in ``root``; ``call`` in process, ``timed`` as a process."""
+
+    DRIVER = DRIVER
+
+    def __init__(self, root: str) -> None:
+        self.location = os.path.join(root, "sr")
+        self.device_config = {"location": self.location}
+        self.sr_uuid = str(uuidlib.uuid4())
+        self.env = driver_env(root)
+        os.environ["SM_LOG"] = self.env["SM_LOG"]  # in-process calls log here too
+        self.call("sr_create")
+
+    @staticmethod
+    def driver_class() -> type:
+        from smlib.drivers.file import FileSR
+
+        return FileSR
 
     def path(self, uuid: str) -> str:
         return os.path.join(self.location, uuid + ".vhd")

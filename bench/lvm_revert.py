@@ -27,9 +27,8 @@ import subprocess
 import tempfile
 import time
 import uuid as uuidlib
-import xmlrpc.client
 
-from bench._filesr_util import REPO, driver_env, median_ms, ref, report
+from bench._filesr_util import REPO, DriverBench, driver_env, median_ms, report
 
 DRIVER = os.path.join(REPO, "drivers", "LVMSR")
 CONFIG = "global{activation=0}"
@@ -37,8 +36,10 @@ MiB = 1 << 20
 GiB = 1 << 30
 
 
-class LVMBench:
+class LVMBench(DriverBench):
     """An LVMSR on a loop device; ``call`` in process, ``timed`` as a process."""
+
+    DRIVER = DRIVER
 
     def __init__(self, tmp: str) -> None:
         backing = os.path.join(tmp, "pv.img")
@@ -46,6 +47,7 @@ class LVMBench:
             f.truncate(64 * GiB)
         self.device = subprocess.run(["losetup", "-f", "--show", backing], check=True,
                                      capture_output=True, text=True).stdout.strip()
+        self.device_config = {"device": self.device}
         os.environ.update(SMLIB_LVM_CONFIG=CONFIG, SMLIB_LVM_ACTIVATION="loop",
                           SMLIB_LVM_LOCK_DIR=os.path.join(tmp, "locks"))
         self.env = driver_env(tmp)
@@ -54,8 +56,12 @@ class LVMBench:
         self.vg = "VG_XenStorage-" + self.sr_uuid
         self.losetups: collections.Counter[str] = collections.Counter()
         self._count_losetup()
-        self.call("sr_create")
-        self.call("sr_attach")  # as xapi plugs the PBD: MGT stays reachable
+        try:
+            self.call("sr_create")
+            self.call("sr_attach")  # as xapi plugs the PBD: MGT stays reachable
+        except BaseException:
+            self.close()        # main's finally does not cover a failed set-up
+            raise
 
     def _count_losetup(self) -> None:
         from smlib.stores import lvmstore
@@ -68,20 +74,11 @@ class LVMBench:
 
         lvmstore._losetup = counted
 
-    def xml(self, command: str, vdi: str = "", args: tuple = ()) -> str:
-        params = {"host_ref": ref(), "command": command, "args": list(args),
-                  "device_config": {"device": self.device}, "session_ref": ref(),
-                  "sr_ref": ref(), "sr_uuid": self.sr_uuid}
-        if vdi:
-            params.update(vdi_ref=ref(), vdi_uuid=vdi, vdi_location=vdi)
-        return xmlrpc.client.dumps((params,), methodname=command)
-
-    def call(self, command: str, vdi: str = "", args: tuple = ()):
-        from smlib import smapi
+    @staticmethod
+    def driver_class() -> type:
         from smlib.drivers.lvm import LVMSR
 
-        (result,), _ = xmlrpc.client.loads(smapi.handle(LVMSR, [self.xml(command, vdi, args)]))
-        return result
+        return LVMSR
 
     def counted(self, command: str, vdi: str = "", args: tuple = ()) -> tuple:
         """(result, lvm2 runs by command, losetup runs) of one in-process call."""
@@ -93,17 +90,6 @@ class LVMBench:
         loop = {k: v - loops.get(k, 0) for k, v in self.losetups.items()
                 if v != loops.get(k, 0)}
         return result, runs, loop
-
-    def timed(self, command: str, vdi: str = "", args: tuple = ()) -> float:
-        argv = [DRIVER, self.xml(command, vdi, args)]
-        start = time.perf_counter()
-        proc = subprocess.run(argv, env=self.env, capture_output=True, stdin=subprocess.DEVNULL)
-        elapsed = time.perf_counter() - start
-        try:
-            xmlrpc.client.loads(proc.stdout.decode())
-        except xmlrpc.client.Fault as f:
-            raise RuntimeError(f"{command} failed: {f.faultString}") from None
-        return elapsed
 
     def lvcreate_time(self, name: str) -> float:
         argv = ["lvm", "lvcreate", "--config", CONFIG, "-Zn", "-Wn", "-l", "1", "-n", name,

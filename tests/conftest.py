@@ -5,8 +5,43 @@ Put an area's own fixtures in that area's conftest.py.
 
 from __future__ import annotations
 
+import hashlib
+import signal
+
 import pytest
 from xapi_harness import dispatch, run_driver, xapi_call, xapi_params, xapi_xml
+
+# Bytes longer than this are explained by length, first difference and hash:
+# pytest's own diff of two disk images (under CI, in full) runs for minutes.
+LONG_BYTES = 4096
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A CI timeout stops pytest with SIGTERM: as an interrupt, fixture
+    # teardowns still run (loop devices detached, VGs removed).
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def pytest_assertrepr_compare(op: str, left: object, right: object):
+    if op != "==" or not isinstance(left, bytes) or not isinstance(right, bytes):
+        return None
+    if max(len(left), len(right)) <= LONG_BYTES:
+        return None
+    common = min(len(left), len(right))
+    chunk = next((c for c in range(0, common, LONG_BYTES)
+                  if left[c:c + LONG_BYTES] != right[c:c + LONG_BYTES]), common)
+    first = next((i for i in range(chunk, min(chunk + LONG_BYTES, common))
+                  if left[i] != right[i]), common)
+    return [
+        f"bytes of {len(left)} == bytes of {len(right)}: differ from offset {first}",
+        f"left  [{first}:{first + 16}]: {left[first:first + 16]!r}",
+        f"right [{first}:{first + 16}]: {right[first:first + 16]!r}",
+        f"sha256 {hashlib.sha256(left).hexdigest()} != {hashlib.sha256(right).hexdigest()}",
+    ]
 
 
 @pytest.fixture(autouse=True)

@@ -308,6 +308,25 @@ def _size(args: Args, key: str) -> int:
     return parse_size(value) if value is not None else 0
 
 
+def _record_commands(noun: str, fields: list[Field], cls: type, list_summary: str,
+                     one_summary: str = "",
+                     lookup: Optional[Callable[[Toolstack, str], Any]] = None) -> None:
+    """The read-only record commands of one kind: ``<noun>-list`` (field
+    filters, params=, --minimal) and, given a lookup by uuid,
+    ``<noun>-param-list uuid=...``."""
+
+    def list_records(ts: Toolstack, args: Args, out: TextIO) -> None:
+        emit_records(ts, fields, ts.db.select(cls), args, out)
+
+    command(f"{noun}-list", list_summary, filters=True, changes=False)(list_records)
+    if lookup is not None:
+        def show_one(ts: Toolstack, args: Args, out: TextIO) -> None:
+            emit_one(ts, fields, lookup(ts, args["uuid"]), args, out)
+
+        command(f"{noun}-param-list", one_summary, required=("uuid",),
+                changes=False)(show_one)
+
+
 @command("sr-create", "Create an SR and record it; prints its uuid.",
          required=("type", "name-label"), optional=("name-description", "physical-size"),
          maps=("device-config",))
@@ -345,14 +364,7 @@ def _sr_scan(ts: Toolstack, args: Args, out: TextIO) -> None:
     ts.sr_scan(ts.sr(args["uuid"]))
 
 
-@command("sr-list", "List SRs.", filters=True, changes=False)
-def _sr_list(ts: Toolstack, args: Args, out: TextIO) -> None:
-    emit_records(ts, SR_FIELDS, ts.db.select(SRRecord), args, out)
-
-
-@command("sr-param-list", "Show one SR.", required=("uuid",), changes=False)
-def _sr_param_list(ts: Toolstack, args: Args, out: TextIO) -> None:
-    emit_one(ts, SR_FIELDS, ts.sr(args["uuid"]), args, out)
+_record_commands("sr", SR_FIELDS, SRRecord, "List SRs.", "Show one SR.", Toolstack.sr)
 
 
 @command("vdi-create", "Create a disk; prints its uuid.",
@@ -398,14 +410,7 @@ def _vdi_resize(ts: Toolstack, args: Args, out: TextIO) -> None:
     ts.vdi_resize(ts.vdi(args["uuid"]), size)
 
 
-@command("vdi-list", "List disks.", filters=True, changes=False)
-def _vdi_list(ts: Toolstack, args: Args, out: TextIO) -> None:
-    emit_records(ts, VDI_FIELDS, ts.db.select(VDIRecord), args, out)
-
-
-@command("vdi-param-list", "Show one disk.", required=("uuid",), changes=False)
-def _vdi_param_list(ts: Toolstack, args: Args, out: TextIO) -> None:
-    emit_one(ts, VDI_FIELDS, ts.vdi(args["uuid"]), args, out)
+_record_commands("vdi", VDI_FIELDS, VDIRecord, "List disks.", "Show one disk.", Toolstack.vdi)
 
 
 @command("vdi-param-set", "Rename a disk.", required=("uuid",),
@@ -497,19 +502,9 @@ def _vm_destroy(ts: Toolstack, args: Args, out: TextIO) -> None:
     ts.vm_destroy(ts.vm(args["uuid"]))
 
 
-@command("vm-list", "List VMs and VM snapshots.", filters=True, changes=False)
-def _vm_list(ts: Toolstack, args: Args, out: TextIO) -> None:
-    emit_records(ts, VM_FIELDS, ts.db.select(VMRecord), args, out)
-
-
-@command("vm-param-list", "Show one VM.", required=("uuid",), changes=False)
-def _vm_param_list(ts: Toolstack, args: Args, out: TextIO) -> None:
-    emit_one(ts, VM_FIELDS, ts.vm(args["uuid"]), args, out)
-
-
-@command("vbd-list", "List VBDs.", filters=True, changes=False)
-def _vbd_list(ts: Toolstack, args: Args, out: TextIO) -> None:
-    emit_records(ts, VBD_FIELDS, ts.db.select(VBDRecord), args, out)
+_record_commands("vm", VM_FIELDS, VMRecord, "List VMs and VM snapshots.", "Show one VM.",
+                 Toolstack.vm)
+_record_commands("vbd", VBD_FIELDS, VBDRecord, "List VBDs.")
 
 
 # Entry point ----------------------------------------------------------------

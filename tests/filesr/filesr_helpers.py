@@ -1,11 +1,9 @@
 """FileSR test helpers: an SR in a temporary directory driven like xapi drives it.
 
-``FileSRHarness.run`` executes drivers/FileSR as a program with xapi-shaped
-XML (tests/conftest.py builds it); ``FileSRHarness.inproc`` sends the same
-XML through smlib.smapi.handle in this process (for long scenarios).
-Contents are judged by pyvhdi (libvhdi), an independent reader that finds
-the parents from the images' own headers; writes stay 4 KiB-aligned
-because pyvhdi mis-decodes sub-4-KiB bitmaps.
+The calls (``run`` as a program, ``inproc`` in this process, for long
+scenarios), the test data and the pyvhdi chain reader are shared with the
+LVMSR tests (tests/sr_harness.py). Contents are judged by pyvhdi (libvhdi),
+an independent reader that finds the parents from the images' own headers.
 """
 
 from __future__ import annotations
@@ -14,21 +12,19 @@ import hashlib
 import os
 import shutil
 import uuid as uuidlib
-import xmlrpc.client
-from typing import Optional
+
+from sr_harness import DISK, KiB, MiB, SRHarness, pattern, pyvhdi_chain_read
 
 from smlib import vhd
 from smlib.drivers.file import FileSR
 
-MiB = 1 << 20
-KiB = 1 << 10
-DISK = 16 * MiB  # default test disk: 8 VHD blocks
+__all__ = ["DISK", "KiB", "MiB", "FileSRHarness", "pattern", "pyvhdi_read", "tree_hashes"]
 
 
-def pattern(tag: str, length: int = 64 * KiB) -> bytes:
-    """A recognisable 4 KiB-aligned pattern."""
-    unit = (tag.encode() * 4096)[:4096]
-    return unit * (length // 4096)
+def pyvhdi_read(path: str, offset: int, length: int) -> bytes:
+    """Read through a chain with pyvhdi, parents found from each header's
+    parent name (relative to the child's directory), opened base first."""
+    return pyvhdi_chain_read(os.path.dirname(path), os.path.basename(path), offset, length)
 
 
 def tree_hashes(root: str) -> dict[str, str]:
@@ -42,80 +38,29 @@ def tree_hashes(root: str) -> dict[str, str]:
     return out
 
 
-def pyvhdi_read(path: str, offset: int, length: int) -> bytes:
-    """Read through a chain with pyvhdi, parents found from each header's
-    parent name (relative to the child's directory), opened base first."""
-    import pyvhdi
+class FileSRHarness(SRHarness):
+    """One FileSR in ``root``/sr; every call runs the real executable unless
+    the test says otherwise."""
 
-    chain = [path]
-    while True:
-        f = pyvhdi.file()
-        f.open(chain[-1])
-        parent_name = f.get_parent_filename() if f.get_disk_type() == 4 else None
-        f.close()
-        if not parent_name:
-            break
-        chain.append(os.path.join(os.path.dirname(path), os.path.basename(parent_name)))
-    files = []
-    try:
-        for p in reversed(chain):
-            f = pyvhdi.file()
-            f.open(p)
-            if files:
-                f.set_parent(files[-1])
-            files.append(f)
-        return files[-1].read_buffer_at_offset(length, offset)
-    finally:
-        for f in reversed(files):
-            f.close()
-
-
-class FileSRHarness:
-    """One SR; run_driver / xapi_params / dispatch are the shared fixtures'
-    functions (tests/conftest.py)."""
+    DRIVER = "FileSR"
+    DRIVER_CLASS = FileSR
 
     def __init__(self, root: str, fns: tuple) -> None:
-        self.fns = fns
         self.location = os.path.join(root, "sr")
-        self.sr_uuid = str(uuidlib.uuid4())
-        self.dc = {"location": self.location}
+        super().__init__(fns, str(uuidlib.uuid4()), {"location": self.location})
 
-    def params(self, command: str, **keys) -> dict:
-        keys = {"device_config": self.dc, "sr_uuid": self.sr_uuid, **keys}
-        return self.fns[1](command, **keys)
-
-    def run(self, command: str, *, env: Optional[dict] = None, **keys):
-        """The real executable; returns the DriverRun."""
-        return self.fns[0]("FileSR", self.params(command, **keys), env=env)
-
-    def ok(self, command: str, **keys):
-        r = self.run(command, **keys)
-        assert r.returncode == 0, r.stderr
-        return r.ok()
-
-    def inproc(self, command: str, **keys):
-        """Same XML, in this process (raises xmlrpc.client.Fault)."""
-        return self.fns[2](FileSR, command, device_config=self.dc, sr_uuid=self.sr_uuid, **keys)
-
-    def fault(self, command: str, **keys) -> xmlrpc.client.Fault:
-        r = self.run(command, **keys)
-        assert r.returncode == 0, r.stderr
-        assert r.fault is not None, f"{command} succeeded: {r.result}"
-        return r.fault
+    def setup(self, command: str, **keys):
+        return self.ok(command, **keys)
 
     # -------------------------------------------------------- helpers
 
     def path(self, uuid: str) -> str:
         return os.path.join(self.location, uuid + ".vhd")
 
-    def create(self, size: int = DISK, name: str = "disk", call=None) -> str:
-        call = call or self.ok
-        return call("vdi_create", args=[str(size), name, "", "", "false", "", "", "false"])["uuid"]
-
     def write(self, uuid: str, offset: int, data: bytes, call=None) -> None:
         """Write as a guest would: attach (writable), write at the path
         vdi_attach returned, detach."""
-        call = call or self.ok
+        call = call or self.setup
         params = call("vdi_attach", vdi_uuid=uuid, args=["true"])["params"]
         assert params == self.path(uuid)
         with vhd.open_image(params, writable=True) as img:
@@ -125,9 +70,8 @@ class FileSRHarness:
     def read(self, uuid: str, offset: int = 0, length: int = 64 * KiB) -> bytes:
         return pyvhdi_read(self.path(uuid), offset, length)
 
-    def vdis(self, call=None) -> dict[str, dict]:
-        call = call or self.ok
-        return {v["uuid"]: v for v in call("vdi_list")}
+    def fingerprint(self) -> dict[str, str]:
+        return tree_hashes(self.location)
 
     def files(self) -> list[str]:
         return sorted(os.listdir(self.location))

@@ -16,12 +16,20 @@ import uuid as uuidlib
 from xmlrpc.server import SimpleXMLRPCDispatcher, SimpleXMLRPCRequestHandler
 
 import pytest
-from filesr_helpers import DISK, MiB, pattern, pyvhdi_read, tree_hashes
+from filesr_helpers import DISK, pyvhdi_read, tree_hashes
+from revert_scenarios import (
+    P1,
+    P2,
+    P3,
+    assert_holds,
+    assert_repeat_changes_nothing,
+    assert_reverted_disk_is_ordinary,
+    first_revert,
+    revert_across_resize,
+    revert_to_empty_single_and_written,
+)
 
 from smlib import vhd
-
-P1, P2, P3 = pattern("P1"), pattern("P2"), pattern("P3")
-FAR = 5 * MiB  # a second written region, in another VHD block
 
 
 class _Handler(SimpleXMLRPCRequestHandler):
@@ -103,33 +111,9 @@ def xapi_session(server: FakeXapi) -> str:
     return s._session
 
 
-def write_both(sr, uuid, data):
-    sr.write(uuid, 0, data)
-    sr.write(uuid, FAR, data)
-
-
-def assert_holds(sr, uuid, data):
-    assert sr.read(uuid, 0, len(data)) == data
-    assert sr.read(uuid, FAR, len(data)) == data
-
-
 def test_revert_semantics(filesr, fake_xapi):
     sr = filesr
-    t = sr.create(name="system disk")
-    write_both(sr, t, P1)
-    s1 = sr.ok("vdi_snapshot", vdi_uuid=t)["uuid"]
-    write_both(sr, t, P2)
-    s2 = sr.ok("vdi_snapshot", vdi_uuid=t)["uuid"]
-    write_both(sr, t, P3)
-    before = sr.vdis()[t]
-
-    assert sr.ok("vdi_revert", vdi_uuid=s1, vdi_location=s1, args=[t]) is None
-    assert_holds(sr, t, P1)
-    assert_holds(sr, s1, P1)
-    assert_holds(sr, s2, P2)
-    after = sr.vdis()
-    for key in ("uuid", "location", "name_label", "virtual_size", "hidden", "snapshot_of"):
-        assert after[t][key] == before[key]
+    t, s1, s2, _before, after = first_revert(sr)
     assert after[s1]["snapshot_of"] == t and after[s2]["snapshot_of"] == t
     assert os.path.exists(sr.path(t))
 
@@ -150,17 +134,8 @@ def test_revert_semantics(filesr, fake_xapi):
     assert_holds(sr, t, P1)
     assert_holds(sr, s2, P2)
 
-    # The same revert again changes nothing, down to the bytes of every file.
-    hashes = tree_hashes(sr.location)
-    sr.ok("vdi_revert", vdi_uuid=s1, args=[t])
-    assert tree_hashes(sr.location) == hashes
-
-    # Reverted data can be written and snapshotted like any other.
-    write_both(sr, t, P3)
-    s3 = sr.ok("vdi_snapshot", vdi_uuid=t)["uuid"]
-    assert_holds(sr, s3, P3)
-    assert_holds(sr, s1, P1)
-    sr.check_all()
+    assert_repeat_changes_nothing(sr, s1, t)
+    assert_reverted_disk_is_ordinary(sr, t, s1)
 
 
 def test_opaque_ref_unknown_to_xapi_is_vdi_missing(filesr, fake_xapi):
@@ -177,15 +152,7 @@ def test_opaque_ref_unknown_to_xapi_is_vdi_missing(filesr, fake_xapi):
 
 def test_revert_restores_virtual_size(filesr):
     sr = filesr
-    t = sr.create(DISK)
-    sr.write(t, 0, P1)
-    s = sr.ok("vdi_snapshot", vdi_uuid=t)["uuid"]
-    grown = sr.ok("vdi_resize", vdi_uuid=t, args=[str(3 * DISK)])
-    assert grown["virtual_size"] == str(3 * DISK)
-    sr.write(t, 2 * DISK, P2)
-    sr.write(t, 0, P3)
-    sr.ok("vdi_revert", vdi_uuid=s, args=[t])
-    assert sr.vdis()[t]["virtual_size"] == str(DISK)
+    t, s = revert_across_resize(sr)
     with vhd.open_image(sr.path(t)) as img:
         assert img.virtual_size == DISK
     import pyvhdi
@@ -194,7 +161,6 @@ def test_revert_restores_virtual_size(filesr):
     f.open(sr.path(t))
     assert f.get_media_size() == DISK
     f.close()
-    assert sr.read(t, 0, len(P1)) == P1
     # And forward again to a snapshot taken at the larger size.
     sr.ok("vdi_resize", vdi_uuid=t, args=[str(2 * DISK)])
     sr.write(t, DISK, P2)
@@ -212,30 +178,8 @@ def test_revert_restores_virtual_size(filesr):
 
 def test_revert_to_root_snapshot_and_single_snapshot(filesr):
     sr = filesr
-    # Snapshot of a never-written disk: the snapshot is empty and its base
-    # is an empty dynamic image.
-    t = sr.create()
-    s0 = sr.ok("vdi_snapshot", vdi_uuid=t)["uuid"]
-    sr.write(t, 0, P1)
-    sr.ok("vdi_revert", vdi_uuid=s0, args=[t])
-    assert sr.read(t, 0, len(P1)) == bytes(len(P1))
-    # driver_params type=single: the snapshot is the (visible) base itself.
-    sr.write(t, 0, P2)
-    single = sr.ok("vdi_snapshot", vdi_uuid=t, driver_params={"type": "single"})["uuid"]
-    listing = sr.vdis()
-    assert listing[single]["hidden"] is False and listing[t]["parent"] == single
-    sr.write(t, 0, P3)
-    sr.ok("vdi_revert", vdi_uuid=single, args=[t])
-    assert sr.read(t, 0, len(P2)) == P2
-    assert sr.read(single, 0, len(P2)) == P2
-    # A snapshot that was written to (non-empty) is frozen into a base first.
-    sr.write(s0, 0, P3)
-    sr.ok("vdi_revert", vdi_uuid=s0, args=[t])
-    assert sr.read(t, 0, len(P3)) == P3
-    assert sr.read(s0, 0, len(P3)) == P3
-    hashes = tree_hashes(sr.location)  # repeating it changes nothing
-    sr.ok("vdi_revert", vdi_uuid=s0, args=[t])
-    assert tree_hashes(sr.location) == hashes
+    t, s0, _single = revert_to_empty_single_and_written(sr)
+    assert_repeat_changes_nothing(sr, s0, t)
     sr.check_all()
 
 

@@ -7,49 +7,29 @@ under test runs drivers/LVMSR as a program. Contents are judged by pyvhdi.
 from __future__ import annotations
 
 import pytest
-from lvmsr_helpers import DISK, LVMSRHarness, MiB, pattern
+from lvmsr_helpers import LVMSRHarness
+from revert_scenarios import (
+    P1,
+    P2,
+    P3,
+    assert_holds,
+    assert_repeat_changes_nothing,
+    assert_reverted_disk_is_ordinary,
+    first_revert,
+    revert_across_resize,
+    revert_to_empty_single_and_written,
+    two_snapshots,
+)
 
 from smlib.journal import CRASH_STATUS
 from smlib.stores import lvm
 
 pytestmark = pytest.mark.lvm
 
-P1, P2, P3 = pattern("P1"), pattern("P2"), pattern("P3")
-FAR = 5 * MiB  # a second written region, in another VHD block
-
-
-def write_both(sr, uuid, data):
-    sr.write(uuid, 0, data)
-    sr.write(uuid, FAR, data)
-
-
-def assert_holds(sr, uuid, data):
-    assert sr.read(uuid, 0, len(data)) == data
-    assert sr.read(uuid, FAR, len(data)) == data
-
-
-def two_snapshots(sr):
-    """t written P1, snapshot s1, P2, snapshot s2, then P3 (current)."""
-    t = sr.create(name="system disk")
-    write_both(sr, t, P1)
-    s1 = sr.inproc("vdi_snapshot", vdi_uuid=t)["uuid"]
-    write_both(sr, t, P2)
-    s2 = sr.inproc("vdi_snapshot", vdi_uuid=t)["uuid"]
-    write_both(sr, t, P3)
-    return t, s1, s2
-
 
 def test_revert_to_either_snapshot(lvmsr):
     sr = lvmsr
-    t, s1, s2 = two_snapshots(sr)
-    before = sr.vdis()
-    assert sr.ok("vdi_revert", vdi_uuid=s1, vdi_location=s1, args=[t]) is None
-    assert_holds(sr, t, P1)
-    assert_holds(sr, s1, P1)
-    assert_holds(sr, s2, P2)
-    after = sr.vdis()
-    for key in ("uuid", "location", "name_label", "virtual_size", "hidden", "snapshot_of"):
-        assert after[t][key] == before[t][key]
+    t, s1, s2, before, after = first_revert(sr)
     for s in (s1, s2):
         assert after[s] == before[s]                       # snapshots untouched
     assert "VHD-" + t in sr.lvs()
@@ -61,52 +41,19 @@ def test_revert_to_either_snapshot(lvmsr):
     assert_holds(sr, t, P1)
     assert_holds(sr, s2, P2)
 
-    # The same revert again changes nothing, down to the bytes of every LV.
-    hashes = sr.hashes()
-    sr.ok("vdi_revert", vdi_uuid=s1, args=[t])
-    assert sr.hashes() == hashes
-
-    # The reverted disk is an ordinary leaf: write, snapshot, read back.
-    write_both(sr, t, P3)
-    s3 = sr.inproc("vdi_snapshot", vdi_uuid=t)["uuid"]
-    assert_holds(sr, s3, P3)
-    assert_holds(sr, s1, P1)
-    sr.check_all()
+    assert_repeat_changes_nothing(sr, s1, t)
+    assert_reverted_disk_is_ordinary(sr, t, s1)
 
 
 def test_revert_restores_virtual_size(lvmsr):
     sr = lvmsr
-    t = sr.create(DISK)
-    sr.write(t, 0, P1)
-    s = sr.inproc("vdi_snapshot", vdi_uuid=t)["uuid"]
-    grown = sr.inproc("vdi_resize", vdi_uuid=t, args=[str(3 * DISK)])
-    assert grown["virtual_size"] == str(3 * DISK)
-    sr.write(t, 2 * DISK, P2)
-    sr.write(t, 0, P3)
-    sr.ok("vdi_revert", vdi_uuid=s, args=[t])
-    assert sr.vdis()[t]["virtual_size"] == str(DISK)
-    assert sr.read(t, 0, len(P1)) == P1
+    revert_across_resize(sr)
     sr.check_all()
 
 
 def test_revert_to_written_snapshot_and_single_snapshot(lvmsr):
     sr = lvmsr
-    t = sr.create()
-    s0 = sr.inproc("vdi_snapshot", vdi_uuid=t)["uuid"]
-    sr.write(t, 0, P1)
-    sr.ok("vdi_revert", vdi_uuid=s0, args=[t])
-    assert sr.read(t, 0, len(P1)) == bytes(len(P1))
-    sr.write(t, 0, P2)
-    single = sr.inproc("vdi_snapshot", vdi_uuid=t, driver_params={"type": "single"})["uuid"]
-    sr.write(t, 0, P3)
-    sr.ok("vdi_revert", vdi_uuid=single, args=[t])
-    assert sr.read(t, 0, len(P2)) == P2
-    assert sr.read(single, 0, len(P2)) == P2
-    # A snapshot that was written to is frozen into a base first.
-    sr.write(s0, 0, P3)
-    sr.ok("vdi_revert", vdi_uuid=s0, args=[t])
-    assert sr.read(t, 0, len(P3)) == P3
-    assert sr.read(s0, 0, len(P3)) == P3
+    revert_to_empty_single_and_written(sr)
     sr.check_all()
 
 

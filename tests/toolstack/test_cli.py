@@ -28,6 +28,15 @@ def new_uuid(result) -> str:
     return out.strip()
 
 
+def file_sr(smctl, tmp_path) -> tuple[str, str]:
+    """smctl sr-create of a FileSR in tmp_path/sr: (its uuid, its directory)."""
+    location = tmp_path / "sr"
+    location.mkdir()
+    sr = new_uuid(smctl("sr-create", "type=file", f"device-config:location={location}",
+                        "name-label=local"))
+    return sr, str(location)
+
+
 def test_help(smctl):
     out = ok(smctl("--help"))
     for name in ("sr-create", "vdi-revert", "vm-revert", "vdi-import"):
@@ -73,10 +82,7 @@ def test_missing_driver_exits_1_with_code_and_name(smctl):
 
 
 def test_sr_error_exits_1_with_code_and_name(smctl, tmp_path):
-    location = tmp_path / "sr"
-    location.mkdir()
-    sr = new_uuid(smctl("sr-create", "type=file", f"device-config:location={location}",
-                        "name-label=local"))
+    sr, _location = file_sr(smctl, tmp_path)
     vdi = new_uuid(smctl("vdi-create", f"sr-uuid={sr}", "name-label=x", "virtual-size=8MiB"))
     result = smctl("vdi-resize", f"uuid={vdi}", "disk-size=2MiB")  # shrinking is refused
     assert result.returncode == 1
@@ -138,13 +144,10 @@ def test_vdi_revert_falls_back_on_dummy(smctl):
 
 
 def test_file_sr_import_snapshot_revert_export(smctl, tmp_path):
-    location = tmp_path / "sr"
-    location.mkdir()
     first, second = tmp_path / "first.raw", tmp_path / "second.raw"
     first.write_bytes(b"\x5a" * (3 * MiB) + bytes(MiB))
     second.write_bytes(b"\xa5" * (4 * MiB))
-    sr = new_uuid(smctl("sr-create", "type=file", f"device-config:location={location}",
-                        "name-label=local"))
+    sr, _location = file_sr(smctl, tmp_path)
     vm = new_uuid(smctl("vm-create", "name-label=vm", f"sr-uuid={sr}", "disk-sizes=16MiB"))
     disk = ok(smctl("vdi-list", "--minimal")).strip()
     assert ok(smctl("vdi-import", f"uuid={disk}", f"filename={first}")) == ""  # quiet: no tty
@@ -169,10 +172,7 @@ def test_file_sr_import_snapshot_revert_export(smctl, tmp_path):
 
 
 def test_the_other_commands(smctl, tmp_path):
-    location = tmp_path / "sr"
-    location.mkdir()
-    sr = new_uuid(smctl("sr-create", "type=file", f"device-config:location={location}",
-                        "name-label=local"))
+    sr, location = file_sr(smctl, tmp_path)
     disk = new_uuid(smctl("vdi-create", f"sr-uuid={sr}", "name-label=a", "virtual-size=4MiB"))
     assert ok(smctl("vdi-param-set", f"uuid={disk}", "name-label=renamed")) == ""
     assert ok(smctl("vdi-resize", f"uuid={disk}", "disk-size=8MiB")) == ""
@@ -216,10 +216,7 @@ def test_import_into_a_driver_without_vhd_fails_cleanly(smctl, tmp_path):
 
 
 def test_export_to_an_unwritable_place_fails_cleanly(smctl, tmp_path):
-    location = tmp_path / "sr"
-    location.mkdir()
-    sr = new_uuid(smctl("sr-create", "type=file", f"device-config:location={location}",
-                        "name-label=local"))
+    sr, _location = file_sr(smctl, tmp_path)
     disk = new_uuid(smctl("vdi-create", f"sr-uuid={sr}", "name-label=x", "virtual-size=4MiB"))
     result = smctl("vdi-export", f"uuid={disk}", f"filename={tmp_path}/no/such/dir/out.raw")
     assert result.returncode == 1 and "No such file or directory" in result.stderr

@@ -7,11 +7,10 @@ device-mapper): the driver reaches LV bytes through loop windows
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
+import hashlib
 
 import pytest
+from loop_pvs import LVM_ENV, LoopPVs
 
 from smlib.toolstack.db import VDIRecord
 from smlib.toolstack.revert import IN_PLACE
@@ -20,49 +19,27 @@ from smlib.toolstack.transfer import vdi_export, vdi_import
 pytestmark = pytest.mark.lvm
 
 MiB = 1 << 20
-LVM_CONFIG = "global{activation=0}"
-
-
-def _lvm(*args: str) -> None:
-    subprocess.run(["lvm", args[0], "--config", LVM_CONFIG, *args[1:]], capture_output=True,
-                   timeout=120, check=False)
-
-
-def _loops_over(device: str) -> list[str]:
-    out = subprocess.run(["losetup", "-j", device, "-O", "NAME", "-n"], capture_output=True,
-                         text=True, check=False).stdout
-    return out.split()
 
 
 @pytest.fixture
 def pv(tmp_path, monkeypatch):
-    if not os.access(os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-            os.path.abspath(__file__)))), "drivers", "LVMSR"), os.X_OK):
-        pytest.skip("drivers/LVMSR is not there")
-    if os.geteuid() != 0 or shutil.which("losetup") is None or shutil.which("lvm") is None:
-        pytest.skip("needs root, losetup and lvm2")
-    monkeypatch.setenv("SMLIB_LVM_CONFIG", LVM_CONFIG)
-    monkeypatch.setenv("SMLIB_LVM_ACTIVATION", "loop")
+    """A loop-device PV (tests/lvm's LoopPVs): whatever happens, its loop
+    windows are detached and its VG and PV removed afterwards, and a
+    missing lvm2 or loop device fails the test under SMLIB_REQUIRE_LVM=1."""
+    for key, value in LVM_ENV.items():
+        monkeypatch.setenv(key, value)
     monkeypatch.setenv("SMLIB_LVM_LOCK_DIR", str(tmp_path / "locks"))
-    backing = tmp_path / "pv.img"
-    with open(backing, "wb") as f:
-        f.truncate(4 << 30)  # sparse
-    proc = subprocess.run(["losetup", "-f", "--show", str(backing)], capture_output=True,
-                          text=True, check=False)
-    if proc.returncode != 0:
-        pytest.skip(f"no loop device: {proc.stderr.strip()}")
-    device = proc.stdout.strip()
+    pvs = LoopPVs(tmp_path)
     try:
-        yield device
+        yield pvs()
     finally:
-        for window in _loops_over(device):
-            subprocess.run(["losetup", "-d", window], capture_output=True, check=False)
-        out = subprocess.run(["lvm", "pvs", "--config", LVM_CONFIG, "--noheadings", "-o",
-                              "vg_name", device], capture_output=True, text=True, check=False)
-        for vg in out.stdout.split():
-            _lvm("vgremove", "-f", vg)
-        _lvm("pvremove", "-ff", "-y", device)
-        subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
+        pvs.destroy_all()
+
+
+def sha256(data: bytes) -> str:
+    # Compared as hashes: a failed comparison of 16 MiB of bytes would make
+    # pytest diff them for minutes.
+    return hashlib.sha256(data).hexdigest()
 
 
 def test_vm_revert_in_place_on_lvm(ts, pv, tmp_path):
@@ -78,7 +55,7 @@ def test_vm_revert_in_place_on_lvm(ts, pv, tmp_path):
     raw.write_bytes(first)
     vdi_import(ts, disk, str(raw))
     vdi_export(ts, ts.db.get(VDIRecord, disk.ref), str(out))
-    assert out.read_bytes() == first + bytes(16 * MiB - len(first))
+    assert sha256(out.read_bytes()) == sha256(first + bytes(16 * MiB - len(first)))
     snap = ts.vm_snapshot(vm)
 
     result = ts.vm_revert(snap)

@@ -11,6 +11,7 @@ import hashlib
 import os
 import subprocess
 import sys
+from typing import Optional
 
 import pytest
 
@@ -55,6 +56,48 @@ def content(ts, vdi, tmp_path, length: int = 6 * MiB) -> bytes:
     return data[:length]
 
 
+def without_revert(ts, sr):
+    """The SR as a toolstack sees it when the driver withholds VDI_REVERT."""
+    return ts.db.update(sr, capabilities=[c for c in sr.capabilities if c != "VDI_REVERT"])
+
+
+def vm_with_snapshot(ts, sr, tmp_path, count: int, seed: Optional[int] = None):
+    """A VM of ``count`` 16 MiB disks holding pattern(seed + i), snapshotted,
+    then overwritten with pattern(seed + 10 + i); with no seed the disks
+    are left empty. Returns (disks, vm, snap)."""
+    disks = [ts.vdi_create(sr, 16 * MiB, f"d{i}") for i in range(count)]
+    vm = ts.vm_create("vm", disks)
+    for i, d in enumerate(disks if seed is not None else ()):
+        put(ts, d, pattern(seed + i), tmp_path)
+    snap = ts.vm_snapshot(vm)
+    for i, d in enumerate(disks if seed is not None else ()):
+        put(ts, d, pattern(seed + 10 + i), tmp_path)
+    return disks, vm, snap
+
+
+def disk_with_snapshot(ts, sr, tmp_path, seed: int):
+    """A VM's 16 MiB disk "root" holding pattern(seed), snapshotted, then
+    pattern(seed + 1). Returns (disk, vm, snap)."""
+    disk = ts.vdi_create(sr, 16 * MiB, "root")
+    vm = ts.vm_create("vm", [disk])
+    put(ts, disk, pattern(seed), tmp_path)
+    snap = ts.vdi_snapshot(disk)
+    put(ts, disk, pattern(seed + 1), tmp_path)
+    return disk, vm, snap
+
+
+def root_with_two_snapshots(ts, sr, tmp_path):
+    """A VM's 64 MiB disk "root" snapshotted holding pattern(1) and again
+    holding pattern(2). Returns (disk, vm, snap1, snap2)."""
+    disk = ts.vdi_create(sr, 64 * MiB, "root", "root fs")
+    vm = ts.vm_create("vm", [disk])
+    put(ts, disk, pattern(1), tmp_path)
+    snap1 = ts.vdi_snapshot(disk)
+    put(ts, disk, pattern(2), tmp_path)
+    snap2 = ts.vdi_snapshot(disk)
+    return disk, vm, snap1, snap2
+
+
 def managed(ts, sr) -> dict:
     return {v.uuid: v for v in ts.db.select(VDIRecord, sr_ref=sr.ref, managed=True)}
 
@@ -69,12 +112,7 @@ def assert_db_matches_sr(ts, sr) -> None:
 
 
 def test_in_place_keeps_identity_and_restores_contents(ts, sr, tmp_path):
-    disk = ts.vdi_create(sr, 64 * MiB, "root", "root fs")
-    vm = ts.vm_create("vm", [disk])
-    put(ts, disk, pattern(1), tmp_path)
-    snap1 = ts.vdi_snapshot(disk)
-    put(ts, disk, pattern(2), tmp_path)
-    snap2 = ts.vdi_snapshot(disk)
+    disk, vm, snap1, snap2 = root_with_two_snapshots(ts, sr, tmp_path)
     put(ts, disk, pattern(3), tmp_path)
 
     outcome = ts.vdi_revert(snap1)
@@ -98,13 +136,8 @@ def test_in_place_keeps_identity_and_restores_contents(ts, sr, tmp_path):
 
 
 def test_withheld_capability_takes_the_fallback(ts, sr, tmp_path):
-    sr = ts.db.update(sr, capabilities=[c for c in sr.capabilities if c != "VDI_REVERT"])
-    disk = ts.vdi_create(sr, 64 * MiB, "root", "root fs")
-    vm = ts.vm_create("vm", [disk])
-    put(ts, disk, pattern(1), tmp_path)
-    snap1 = ts.vdi_snapshot(disk)
-    put(ts, disk, pattern(2), tmp_path)
-    snap2 = ts.vdi_snapshot(disk)
+    sr = without_revert(ts, sr)
+    disk, vm, snap1, snap2 = root_with_two_snapshots(ts, sr, tmp_path)
 
     outcome = ts.vdi_revert(snap1)
 
@@ -122,13 +155,7 @@ def test_withheld_capability_takes_the_fallback(ts, sr, tmp_path):
 
 
 def test_vm_revert_in_place_on_every_disk(ts, sr, tmp_path):
-    disks = [ts.vdi_create(sr, 16 * MiB, f"d{i}") for i in range(2)]
-    vm = ts.vm_create("vm", disks)
-    for i, d in enumerate(disks):
-        put(ts, d, pattern(10 + i), tmp_path)
-    snap = ts.vm_snapshot(vm)
-    for i, d in enumerate(disks):
-        put(ts, d, pattern(20 + i), tmp_path)
+    disks, vm, snap = vm_with_snapshot(ts, sr, tmp_path, 2, 10)
 
     result = ts.vm_revert(snap)
 
@@ -144,13 +171,7 @@ def test_vm_revert_in_place_on_every_disk(ts, sr, tmp_path):
 
 
 def test_vm_revert_failure_part_way_puts_every_disk_back(ts, sr, tmp_path, flaky):
-    disks = [ts.vdi_create(sr, 16 * MiB, f"d{i}") for i in range(3)]
-    vm = ts.vm_create("vm", disks)
-    for i, d in enumerate(disks):
-        put(ts, d, pattern(30 + i), tmp_path)
-    snap = ts.vm_snapshot(vm)
-    for i, d in enumerate(disks):
-        put(ts, d, pattern(40 + i), tmp_path)
+    disks, vm, snap = vm_with_snapshot(ts, sr, tmp_path, 3, 30)
     before = managed(ts, sr)
 
     # The second disk's in-place revert fails with no space: the first,
@@ -167,10 +188,8 @@ def test_vm_revert_failure_part_way_puts_every_disk_back(ts, sr, tmp_path, flaky
 
 
 def test_failures_in_the_fallback_leave_records_matching_the_sr(ts, sr, tmp_path, flaky):
-    sr = ts.db.update(sr, capabilities=[c for c in sr.capabilities if c != "VDI_REVERT"])
-    disks = [ts.vdi_create(sr, 16 * MiB, f"d{i}") for i in range(2)]
-    vm = ts.vm_create("vm", disks)
-    snap = ts.vm_snapshot(vm)
+    sr = without_revert(ts, sr)
+    disks, vm, snap = vm_with_snapshot(ts, sr, tmp_path, 2)
     before = managed(ts, sr)
 
     with pytest.raises(DriverFault):
@@ -285,7 +304,8 @@ sys.exit(proc.returncode)
 @pytest.fixture
 def killed_smctl(tmp_path, db, drivers_dir, write_driver):
     """killed_smctl(command, at, when, *argv): run smctl on the test's database
-    with the killing FileSR; returns the finished process (killed by then)."""
+    with the killing FileSR; returns the finished process (killed by then).
+    killed_smctl.scan(sr): the next smctl, an sr-scan that kills nothing."""
     kdir = tmp_path / "killer"
     kdir.mkdir()
     write_driver(str(kdir), "FileSR",
@@ -300,18 +320,14 @@ def killed_smctl(tmp_path, db, drivers_dir, write_driver):
         return subprocess.run([exe, *argv], capture_output=True, text=True, env=env,
                               timeout=300, stdin=subprocess.DEVNULL)
 
+    # The next smctl after a kill: an sr-scan, with no driver killed.
+    run.scan = lambda sr: run("none", 1, "after", "sr-scan", f"uuid={sr.uuid}")
     return run
 
 
 def test_killed_during_in_place_reverts_is_rolled_back_by_the_next_smctl(
         ts, sr, tmp_path, killed_smctl):
-    disks = [ts.vdi_create(sr, 16 * MiB, f"d{i}") for i in range(3)]
-    vm = ts.vm_create("vm", disks)
-    for i, d in enumerate(disks):
-        put(ts, d, pattern(60 + i), tmp_path)
-    snap = ts.vm_snapshot(vm)
-    for i, d in enumerate(disks):
-        put(ts, d, pattern(70 + i), tmp_path)
+    disks, vm, snap = vm_with_snapshot(ts, sr, tmp_path, 3, 60)
     before = managed(ts, sr)
 
     # Two of three disks reverted in place, then smctl dies.
@@ -319,7 +335,7 @@ def test_killed_during_in_place_reverts_is_rolled_back_by_the_next_smctl(
     assert dead.returncode == -9
     assert ts.db.pending()  # the interrupted revert is on record
 
-    nxt = killed_smctl("none", 1, "after", "sr-scan", f"uuid={sr.uuid}")
+    nxt = killed_smctl.scan(sr)
     assert nxt.returncode == 0, nxt.stderr
     assert f"an interrupted vm-revert of VM {vm.uuid}: rolled back" in nxt.stderr
     assert ts.db.pending() == []
@@ -331,14 +347,8 @@ def test_killed_during_in_place_reverts_is_rolled_back_by_the_next_smctl(
 
 def test_killed_during_the_commit_is_completed_by_the_next_smctl(
         ts, sr, tmp_path, killed_smctl):
-    sr = ts.db.update(sr, capabilities=[c for c in sr.capabilities if c != "VDI_REVERT"])
-    disks = [ts.vdi_create(sr, 16 * MiB, f"d{i}") for i in range(2)]
-    vm = ts.vm_create("vm", disks)
-    for i, d in enumerate(disks):
-        put(ts, d, pattern(80 + i), tmp_path)
-    snap = ts.vm_snapshot(vm)
-    for i, d in enumerate(disks):
-        put(ts, d, pattern(90 + i), tmp_path)
+    sr = without_revert(ts, sr)
+    disks, vm, snap = vm_with_snapshot(ts, sr, tmp_path, 2, 80)
 
     # Both clones made, the first old disk destroyed on the SR, then smctl dies.
     dead = killed_smctl("vdi_delete", 1, "after", "vm-revert", f"snapshot-uuid={snap.uuid}")
@@ -346,7 +356,7 @@ def test_killed_during_the_commit_is_completed_by_the_next_smctl(
 
     nxt = killed_smctl("none", 1, "after", "vdi-list", "--minimal")  # reads do not recover
     assert nxt.returncode == 0 and ts.db.pending()
-    nxt = killed_smctl("none", 1, "after", "sr-scan", f"uuid={sr.uuid}")
+    nxt = killed_smctl.scan(sr)
     assert nxt.returncode == 0, nxt.stderr
     assert ": completed" in nxt.stderr and ts.db.pending() == []
     now = [ts.db.get(VDIRecord, v.vdi_ref) for v in ts.vbds(vm)]
@@ -360,14 +370,12 @@ def test_killed_during_the_commit_is_completed_by_the_next_smctl(
 
 
 def test_killed_before_a_clone_is_rolled_back(ts, sr, tmp_path, killed_smctl):
-    sr = ts.db.update(sr, capabilities=[c for c in sr.capabilities if c != "VDI_REVERT"])
-    disks = [ts.vdi_create(sr, 16 * MiB, f"d{i}") for i in range(2)]
-    vm = ts.vm_create("vm", disks)
-    snap = ts.vm_snapshot(vm)
+    sr = without_revert(ts, sr)
+    disks, vm, snap = vm_with_snapshot(ts, sr, tmp_path, 2)
     before = managed(ts, sr)
     dead = killed_smctl("vdi_clone", 2, "before", "vm-revert", f"snapshot-uuid={snap.uuid}")
     assert dead.returncode == -9
-    nxt = killed_smctl("none", 1, "after", "sr-scan", f"uuid={sr.uuid}")
+    nxt = killed_smctl.scan(sr)
     assert ": rolled back" in nxt.stderr
     assert managed(ts, sr) == before
     assert [v.vdi_ref for v in ts.vbds(vm)] == [d.ref for d in disks]
@@ -375,16 +383,12 @@ def test_killed_before_a_clone_is_rolled_back(ts, sr, tmp_path, killed_smctl):
 
 
 def test_killed_vdi_revert_fallback_is_completed(ts, sr, tmp_path, killed_smctl):
-    sr = ts.db.update(sr, capabilities=[c for c in sr.capabilities if c != "VDI_REVERT"])
-    disk = ts.vdi_create(sr, 16 * MiB, "root")
-    vm = ts.vm_create("vm", [disk])
-    put(ts, disk, pattern(100), tmp_path)
-    snap = ts.vdi_snapshot(disk)
-    put(ts, disk, pattern(101), tmp_path)
+    sr = without_revert(ts, sr)
+    disk, vm, snap = disk_with_snapshot(ts, sr, tmp_path, 100)
     # The old disk is destroyed on the SR, then smctl dies before recording it.
     dead = killed_smctl("vdi_delete", 1, "after", "vdi-revert", f"snapshot-uuid={snap.uuid}")
     assert dead.returncode == -9
-    nxt = killed_smctl("none", 1, "after", "sr-scan", f"uuid={sr.uuid}")
+    nxt = killed_smctl.scan(sr)
     assert f"an interrupted vdi-revert of {disk.uuid}: completed" in nxt.stderr, nxt.stderr
     new = ts.db.get(VDIRecord, ts.vbds(vm)[0].vdi_ref)
     assert new.uuid != disk.uuid and new.name_label == "root"
@@ -398,16 +402,12 @@ def test_killed_vdi_revert_just_before_the_delete_is_completed(
         ts, sr, tmp_path, killed_smctl):
     # The clone is recorded and the delete decided: past the point of no
     # return, so the next smctl deletes the old disk itself and hands over.
-    sr = ts.db.update(sr, capabilities=[c for c in sr.capabilities if c != "VDI_REVERT"])
-    disk = ts.vdi_create(sr, 16 * MiB, "root")
-    vm = ts.vm_create("vm", [disk])
-    put(ts, disk, pattern(110), tmp_path)
-    snap = ts.vdi_snapshot(disk)
-    put(ts, disk, pattern(111), tmp_path)
+    sr = without_revert(ts, sr)
+    disk, vm, snap = disk_with_snapshot(ts, sr, tmp_path, 110)
     dead = killed_smctl("vdi_delete", 1, "before", "vdi-revert", f"snapshot-uuid={snap.uuid}")
     assert dead.returncode == -9
     assert len(managed(ts, sr)) == 3  # old disk, snapshot, clone
-    nxt = killed_smctl("none", 1, "after", "sr-scan", f"uuid={sr.uuid}")
+    nxt = killed_smctl.scan(sr)
     assert f"an interrupted vdi-revert of {disk.uuid}: completed" in nxt.stderr, nxt.stderr
     new = ts.db.get(VDIRecord, ts.vbds(vm)[0].vdi_ref)
     assert new.uuid != disk.uuid and ts.db.get(VDIRecord, disk.ref) is None
@@ -421,7 +421,7 @@ def test_killed_vm_snapshot_is_undone(ts, sr, killed_smctl):
     before = managed(ts, sr)
     dead = killed_smctl("vdi_snapshot", 3, "before", "vm-snapshot", f"uuid={vm.uuid}")
     assert dead.returncode == -9
-    nxt = killed_smctl("none", 1, "after", "sr-scan", f"uuid={sr.uuid}")
+    nxt = killed_smctl.scan(sr)
     assert "an interrupted vm-snapshot was undone (2 disk snapshot(s) removed)" in nxt.stderr
     assert managed(ts, sr) == before
     assert ts.db.select(type(vm), is_a_snapshot=True) == []

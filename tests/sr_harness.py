@@ -1,0 +1,115 @@
+"""What the FileSR and LVMSR test harnesses share: test data, the pyvhdi
+chain reader and the calls into a driver made the way xapi makes them.
+
+``SRHarness.run`` executes drivers/<driver> as a program with xapi-shaped
+XML (tests/conftest.py builds it); ``SRHarness.inproc`` sends the same XML
+through smlib.smapi.handle in this process. Each store's harness
+(filesr_helpers.FileSRHarness, lvmsr_helpers.LVMSRHarness) adds how a guest
+writes and how the bytes are read back.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import xmlrpc.client
+from typing import Callable, Optional
+
+MiB = 1 << 20
+KiB = 1 << 10
+DISK = 16 * MiB  # default test disk: 8 VHD blocks
+
+
+def pattern(tag: str, length: int = 64 * KiB) -> bytes:
+    """A recognisable 4 KiB-aligned pattern (pyvhdi mis-decodes sub-4-KiB
+    bitmaps, so test writes stay 4 KiB-aligned)."""
+    unit = (tag.encode() * 4096)[:4096]
+    return unit * (length // 4096)
+
+
+def pyvhdi_chain_read(directory: str, leaf_file: str, offset: int, length: int) -> bytes:
+    """Read through a chain with pyvhdi (libvhdi, an independent reader):
+    parents are found from each header's parent name, looked up in
+    ``directory``, and opened base first."""
+    import pyvhdi
+
+    chain = [os.path.join(directory, leaf_file)]
+    while True:
+        f = pyvhdi.file()
+        f.open(chain[-1])
+        parent = f.get_parent_filename() if f.get_disk_type() == 4 else None
+        f.close()
+        if not parent:
+            break
+        chain.append(os.path.join(directory, os.path.basename(parent)))
+    files = []
+    try:
+        for p in reversed(chain):
+            f = pyvhdi.file()
+            f.open(p)
+            if files:
+                f.set_parent(files[-1])
+            files.append(f)
+        return files[-1].read_buffer_at_offset(length, offset)
+    finally:
+        for f in reversed(files):
+            f.close()
+
+
+class SRHarness(abc.ABC):
+    """One SR of ``DRIVER``; ``fns`` = (run_driver, xapi_params, dispatch),
+    the shared fixtures' functions (tests/conftest.py). A store's harness
+    adds ``write`` (as a guest writes), ``read`` (through pyvhdi),
+    ``fingerprint`` (hashes of every byte the SR keeps) and ``check_all``."""
+
+    DRIVER = ""                 # executable name under drivers/
+    DRIVER_CLASS: type = object  # the same driver, for in-process calls
+
+    def __init__(self, fns: tuple, sr_uuid: str, device_config: dict) -> None:
+        self.fns = fns
+        self.sr_uuid = sr_uuid
+        self.dc = device_config
+
+    def params(self, command: str, **keys) -> dict:
+        keys = {"device_config": self.dc, "sr_uuid": self.sr_uuid, **keys}
+        return self.fns[1](command, **keys)
+
+    def run(self, command: str, *, env: Optional[dict] = None, **keys):
+        """The real executable; returns the DriverRun."""
+        return self.fns[0](self.DRIVER, self.params(command, **keys), env=env)
+
+    def ok(self, command: str, **keys):
+        r = self.run(command, **keys)
+        assert r.returncode == 0, r.stderr
+        return r.ok()
+
+    def fault(self, command: str, **keys) -> xmlrpc.client.Fault:
+        r = self.run(command, **keys)
+        assert r.returncode == 0, r.stderr
+        assert r.fault is not None, f"{command} succeeded: {r.result}"
+        return r.fault
+
+    def inproc(self, command: str, **keys):
+        """Same XML, in this process (raises xmlrpc.client.Fault)."""
+        return self.fns[2](self.DRIVER_CLASS, command, device_config=self.dc,
+                           sr_uuid=self.sr_uuid, **keys)
+
+    @abc.abstractmethod
+    def setup(self, command: str, **keys):
+        """How a set-up step runs when the test names no way: the FileSR
+        tests run everything as a process, the LVMSR tests set up in
+        process (lvm2 runs make each driver process slow)."""
+
+    # -------------------------------------------------------- helpers
+
+    def create(self, size: int = DISK, name: str = "disk",
+               call: Optional[Callable] = None) -> str:
+        call = call or self.setup
+        return call("vdi_create", args=[str(size), name, "", "", "false", "", "", "false"])["uuid"]
+
+    def snapshot(self, uuid: str, call: Optional[Callable] = None, **keys) -> str:
+        return (call or self.setup)("vdi_snapshot", vdi_uuid=uuid, **keys)["uuid"]
+
+    def vdis(self, call: Optional[Callable] = None) -> dict[str, dict]:
+        call = call or self.setup
+        return {v["uuid"]: v for v in call("vdi_list")}
