@@ -145,9 +145,11 @@ class Image:
             raise VHDError(self.path, hoff + fmt.H_MAX_BAT, "BAT too small for the virtual size")
 
     def _load_batmap(self, base: fmt.Footer, container: int) -> None:
+        """The batmap header; the payload is read on first use (``_batmap``):
+        a 2 TiB image's is 128 KiB that opening to query or snapshot never needs."""
         self.batmap_header: Optional[fmt.BatmapHeader] = None
         self.batmap_header_offset = self.header.table_offset + fmt.bat_bytes(self.header.max_bat)
-        self._batmap: Optional[bytearray] = None
+        self._batmap_bytes: Optional[bytearray] = None
         self._batmap_stale = False
         if base.creator_app != fmt.CREATOR_APP or base.creator_version < fmt.BATMAP_MIN_CREATOR:
             return
@@ -161,10 +163,21 @@ class Image:
                 bh.size * fmt.SECTOR * 8 < self.header.max_bat:
             raise VHDError(self.path, at, "batmap outside the file or too small")
         self.batmap_header = bh
-        self._batmap = bytearray(self._raw.read_at(bh.offset, bh.size * fmt.SECTOR))
-        # A crash between a batmap sector and its header leaves a stale
-        # checksum; check() reports it, the next flush() of a write rewrites it.
-        self._batmap_stale = bh.checksum != fmt.bytes_checksum(self._batmap)
+
+    @property
+    def _batmap(self) -> Optional[bytearray]:
+        """The batmap payload (None without a batmap), read on first use."""
+        bh = self.batmap_header
+        if self._batmap_bytes is None and bh is not None:
+            self._batmap_bytes = bytearray(self._raw.read_at(bh.offset, bh.size * fmt.SECTOR))
+            # A crash between a batmap sector and its header leaves a stale
+            # checksum; check() reports it, the next flush() of a write rewrites it.
+            self._batmap_stale = bh.checksum != fmt.bytes_checksum(self._batmap_bytes)
+        return self._batmap_bytes
+
+    def _stale_batmap(self) -> bool:
+        """Whether the stored batmap checksum is stale (reads the batmap)."""
+        return self._batmap is not None and self._batmap_stale
 
     @property
     def bat(self) -> array:
@@ -444,9 +457,9 @@ class Image:
             self._raw.write_at(self.header.table_offset + 4 * lo, entries.tobytes())
             self._pending_bat.clear()
         bh = self.batmap_header
-        if (self._pending_batmap or self._batmap_stale) and bh is not None \
-                and self._batmap is not None:
-            if self._batmap_stale:
+        stale = self._raw.dirty and self._stale_batmap()   # a write repairs it too
+        if (self._pending_batmap or stale) and bh is not None and self._batmap is not None:
+            if stale:
                 bh.checksum = fmt.bytes_checksum(self._batmap)
                 self._batmap_stale = False
             else:
@@ -609,14 +622,14 @@ class Image:
         self.batmap_header_offset = table_at + fmt.bat_bytes(max_bat)
         if batmap_header is not None:
             self.batmap_header = batmap_header
-            self._batmap = bytearray(batmap)
+            self._batmap_bytes = bytearray(batmap)
             self._batmap_stale = False
 
     # ---------------------------------------------------------------- closing
     def close(self) -> None:
         try:
             if self._pending_bat or self._pending_batmap or (
-                    self._batmap_stale and self._raw.dirty):
+                    self._raw.dirty and self._stale_batmap()):
                 self.flush()
         finally:
             if self._parent is not None:
