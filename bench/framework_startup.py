@@ -4,7 +4,7 @@ xapi runs a driver process per storage operation, so start-up is every
 call's latency floor. Both commands use the same interpreter (the driver's
 `#!/usr/bin/env python3` resolves to it through PATH), run interleaved so
 that machine load hits both alike; the ratio of medians is the figure.
-Goal: <= 2.5 for DummySR; FileSR and LVMSR are printed beside it.
+Goal: <= 2.5 for every driver (DummySR is the headline).
 """
 
 from __future__ import annotations
@@ -56,6 +56,10 @@ def main(rounds: int = 40) -> float:
         env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
         env["SM_LOG"] = os.path.join(tmp, "SMlog")  # the log write is part of a call
         env["ORIGINATOR"] = "SM"
+        # An installed driver runs from compiled .pyc files; a machine that
+        # sets PYTHONDONTWRITEBYTECODE would bill a recompile of every
+        # changed module to every call. The warm-up run writes the cache.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         bare = [sys.executable, "-c", "pass"]
         for argv in [bare] + [[d, CALL] for d in drivers]:
             _time(argv, env)  # warm caches and .pyc files
@@ -69,11 +73,11 @@ def main(rounds: int = 40) -> float:
     bare_ms = medians.pop("python -c pass")
     print(f"{'python -c pass':28} median {bare_ms:6.1f} ms  ({rounds} rounds, {sys.executable})")
     for name, ms in medians.items():
-        print(f"{name + ' sr_get_driver_info':28} median {ms:6.1f} ms  ratio {ms / bare_ms:4.2f}x")
-    ratio = medians["DummySR"] / bare_ms
-    verdict = "within" if ratio <= GOAL else "OVER"
-    print(f"DummySR / python -c pass: {ratio:.2f}x ({verdict} the {GOAL}x goal)")
-    return ratio
+        ratio = ms / bare_ms
+        verdict = "within" if ratio <= GOAL else "OVER"
+        print(f"{name + ' sr_get_driver_info':28} median {ms:6.1f} ms  ratio {ratio:4.2f}x"
+              f"  ({verdict} the {GOAL}x goal)")
+    return medians["DummySR"] / bare_ms
 
 
 if __name__ == "__main__":
