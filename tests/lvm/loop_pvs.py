@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import time
+from typing import NoReturn
 
 import pytest
 
@@ -29,9 +30,10 @@ PV_BYTES = 16 * 1024 ** 3            # sparse: only written extents use disk
 # losetup -d on a loop device someone holds open (a concurrent lvm2 scan of
 # every block device, say) only marks it autoclear: it goes when they let go.
 RELEASE_WAIT = 30.0
+ATTACH_TRIES = 5
 
 
-def unavailable(reason: str) -> None:
+def unavailable(reason: str) -> NoReturn:
     """Skip, or fail where the real lvm2 tier is required (CI)."""
     if os.environ.get("SMLIB_REQUIRE_LVM") == "1":
         pytest.fail(f"real lvm2 tier required (SMLIB_REQUIRE_LVM=1) but {reason}")
@@ -79,11 +81,16 @@ def _attach(backing: str) -> str:
         unavailable("no losetup or /dev/loop-control on this machine")
     if shutil.which("lvm", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None:
         unavailable("lvm2 is not installed")
-    proc = subprocess.run(["losetup", "-f", "--show", backing], capture_output=True,
-                          text=True, check=False)
-    if proc.returncode != 0:
-        unavailable(f"no loop device can be had: {proc.stderr.strip()}")
-    return proc.stdout.strip()
+    # losetup -f is not atomic: another process (a concurrent test run) can
+    # take the free device it found first (EBUSY, or EINVAL while that one
+    # is torn down). A few tries, then the failure stands.
+    for attempt in range(ATTACH_TRIES):
+        proc = subprocess.run(["losetup", "-f", "--show", backing], capture_output=True,
+                              text=True, check=False)
+        if proc.returncode == 0:
+            return proc.stdout.strip()
+        time.sleep(0.2 * (attempt + 1))
+    unavailable(f"no loop device can be had: {proc.stderr.strip()}")
 
 
 def _release(device: str) -> None:
