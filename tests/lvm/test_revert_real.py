@@ -7,19 +7,9 @@ under test runs drivers/LVMSR as a program. Contents are judged by pyvhdi.
 from __future__ import annotations
 
 import pytest
+import revert_scenarios as scenario
 from lvmsr_helpers import LVMSRHarness
-from revert_scenarios import (
-    P1,
-    P2,
-    P3,
-    assert_holds,
-    assert_repeat_changes_nothing,
-    assert_reverted_disk_is_ordinary,
-    first_revert,
-    revert_across_resize,
-    revert_to_empty_single_and_written,
-    two_snapshots,
-)
+from revert_scenarios import P1, P2, P3, assert_holds
 
 from smlib.journal import CRASH_STATUS
 from smlib.stores import lvm
@@ -29,7 +19,7 @@ pytestmark = pytest.mark.lvm
 
 def test_revert_to_either_snapshot(lvmsr):
     sr = lvmsr
-    t, s1, s2, before, after = first_revert(sr)
+    t, s1, s2, before, after = scenario.first_revert(sr)
     for s in (s1, s2):
         assert after[s] == before[s]                       # snapshots untouched
     assert "VHD-" + t in sr.lvs()
@@ -41,25 +31,25 @@ def test_revert_to_either_snapshot(lvmsr):
     assert_holds(sr, t, P1)
     assert_holds(sr, s2, P2)
 
-    assert_repeat_changes_nothing(sr, s1, t)
-    assert_reverted_disk_is_ordinary(sr, t, s1)
+    scenario.assert_repeat_changes_nothing(sr, s1, t)
+    scenario.assert_reverted_disk_is_ordinary(sr, t, s1)
 
 
 def test_revert_restores_virtual_size(lvmsr):
     sr = lvmsr
-    revert_across_resize(sr)
+    scenario.revert_across_resize(sr)
     sr.check_all()
 
 
 def test_revert_to_written_snapshot_and_single_snapshot(lvmsr):
     sr = lvmsr
-    revert_to_empty_single_and_written(sr)
+    scenario.revert_to_empty_single_and_written(sr)
     sr.check_all()
 
 
 def test_refusals_change_nothing(lvmsr):
     sr = lvmsr
-    t, s1, _ = two_snapshots(sr)
+    t, s1, _ = scenario.two_snapshots(sr)
     other = sr.create(name="other")
     base = next(u for u, v in sr.vdis().items() if v["hidden"])
     hashes = sr.hashes()
