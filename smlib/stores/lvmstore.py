@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
+import time
 from typing import Optional, Sequence
 
 from smlib.errors import SRError
@@ -44,6 +45,7 @@ MGT_BYTES = 8 * 1024 * 1024
 ACTIVATION_ENV = "SMLIB_LVM_ACTIVATION"
 LOCK_DIR_ENV = "SMLIB_LVM_LOCK_DIR"
 DEFAULT_LOCK_DIR = "/run/lock/smlib"
+LOSETUP_TRIES = 5  # attaching a loop window races other losetup users
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -174,8 +176,15 @@ class LoopActivation:
         pv, offset, size = self._window(store, lv)
         for dev in self._windows(pv, offset, size):
             return dev, False  # same bytes already mapped (kept, or left by a crash)
-        dev = _losetup(["-f", "--show", "-o", str(offset), "--sizelimit", str(size), pv])
-        return dev, True
+        args = ["-f", "--show", "-o", str(offset), "--sizelimit", str(size), pv]
+        for _ in range(LOSETUP_TRIES - 1):
+            # "-f" finds a free device, then claims it: another process may
+            # claim it in between, which fails this attach; try the next one.
+            try:
+                return _losetup(args), True
+            except SRError:
+                time.sleep(0.05)
+        return _losetup(args), True
 
     def deactivate(self, store: LVMStore, lvs: Sequence[str]) -> None:
         for lv in lvs:
