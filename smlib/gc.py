@@ -36,7 +36,8 @@ class GC:
         self.tree = tree
 
     def handlers(self) -> dict:
-        return {"prune": self._prune_fwd, "coalesce": self._coalesce_fwd}
+        # Pruning a base is the tree's delete step, journaled under its own op.
+        return {"prune": self.tree._delete_fwd, "coalesce": self._coalesce_fwd}
 
     def collect(self) -> int:
         """Prune and coalesce until nothing qualifies; returns the steps."""
@@ -86,15 +87,6 @@ class GC:
         return None
 
     # ------------------------------------------------------ forward steps
-
-    def _prune_fwd(self, r: Record) -> None:
-        tree = self.tree
-        uuid = r["uuid"]
-        if tree.store.exists(uuid):
-            mutation_point()
-            tree.store.remove(uuid)
-        if tree.meta.vdis.pop(uuid, None) is not None:
-            tree.save()
 
     def _coalesce_fwd(self, r: Record) -> None:
         from smlib import vhd

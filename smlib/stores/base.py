@@ -88,6 +88,18 @@ def split_transient(text: str) -> Optional[tuple[str, str]]:
 Resolver = Callable[[str, str], str]
 
 
+def fsync_path(path: str) -> None:
+    """fsync what ``path`` names: a directory (its renames and unlinks become
+    durable) or a block device (its dirty pages reach the device below)."""
+    import os
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def is_volume_name(text: str) -> bool:
     """True when text is a name a store accepts: a uuid or ``<uuid>.<suffix>``."""
     return is_uuid(text) or split_transient(text) is not None

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Optional
 
-from smlib.stores.base import Store, is_volume_name
+from smlib.stores.base import Store, fsync_path, is_volume_name
 
 SUFFIX = ".vhd"
 SM_DIR = ".sm"
@@ -25,15 +25,6 @@ LOCK = "lock"
 PART = ".part"
 
 
-def _fsync_dir(path: str) -> None:
-    """Make renames/unlinks in directory ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_atomic(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a crash leaves the old or new file."""
     tmp = path + PART
@@ -42,7 +33,7 @@ def write_atomic(path: str, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(path))
+    fsync_path(os.path.dirname(path))
 
 
 def _err(name: str, opterr: Optional[str] = None) -> Exception:
@@ -83,14 +74,14 @@ class FileStore(Store):
         else:
             os.makedirs(self.dir)
         os.makedirs(self.journal_dir)
-        _fsync_dir(self.sm_dir)
-        _fsync_dir(self.dir)
+        fsync_path(self.sm_dir)
+        fsync_path(self.dir)
 
     def sr_delete(self) -> None:
         import shutil
 
         shutil.rmtree(self.sm_dir, ignore_errors=True)
-        _fsync_dir(self.dir)
+        fsync_path(self.dir)
 
     def probe(self) -> list[dict[str, str]]:
         if not self.sr_exists():
@@ -201,7 +192,7 @@ class FileStore(Store):
 
     def sync(self) -> None:
         if self._dirty:
-            _fsync_dir(self.dir)
+            fsync_path(self.dir)
             self._dirty = False
 
     def close(self) -> None:

@@ -35,7 +35,7 @@ from smlib.errors import SRError
 from smlib.journal import mutation_point
 from smlib.stores import lvm as lvm_module
 from smlib.stores import mgt
-from smlib.stores.base import Store, is_volume_name
+from smlib.stores.base import Store, fsync_path, is_volume_name
 from smlib.stores.lvm import Extents, Layout, LVInfo
 
 VG_PREFIX = "VG_XenStorage-"
@@ -133,15 +133,6 @@ def _losetup(args: list[str]) -> str:
     return proc.stdout.strip()
 
 
-def flush_device(path: str) -> None:
-    """fsync a block device: its dirty pages reach the device below."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class LoopActivation:
     """Tests on machines without device-mapper: a loop device over the PV
     at the LV's extent offset. Only single-segment LVs can be mapped."""
@@ -198,7 +189,7 @@ class LoopActivation:
         except SRError:
             return
         for dev in self._windows(pv, offset, size):
-            flush_device(dev)
+            fsync_path(dev)
             _losetup(["-d", dev])
 
     def after_resize(self, store: LVMStore, lv: str, old_size: int) -> None:
@@ -693,7 +684,7 @@ class LVMStore(Store):
     def sync(self) -> None:
         for path, _ in self._active.values():
             if path.startswith("/dev/") and os.path.exists(path):
-                flush_device(path)
+                fsync_path(path)
 
     def close(self) -> None:
         self._deactivate_all()

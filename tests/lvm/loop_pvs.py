@@ -133,9 +133,9 @@ class LoopPVs:
 
     def save(self, dev: str, path: str) -> None:
         detach_windows(dev)             # flushes each window first
-        from smlib.stores.lvmstore import flush_device
+        from smlib.stores.base import fsync_path
 
-        flush_device(dev)
+        fsync_path(dev)
         backing = self.live.pop(dev)
         _release(dev)
         subprocess.run(["cp", "--sparse=always", backing, path], check=True)
