@@ -397,14 +397,6 @@ class Image:
         if self._raw.regular:
             self.container_size = self.footer_pos + fmt.FOOTER_SIZE
 
-    def _write_batmap(self) -> None:
-        bh = self.batmap_header
-        if bh is None or self._batmap is None:
-            return
-        self._raw.write_at(bh.offset, bytes(self._batmap))
-        bh.checksum = fmt.bytes_checksum(self._batmap)
-        self._raw.write_at(self.batmap_header_offset, bh.pack())
-
     def _allocate(self, block: int) -> None:
         """Place a new block at the end (4 KiB-aligned data); metadata follows in flush()."""
         bm_at = fmt.round_up(self.footer_pos + self.bitmap_bytes, fmt.DATA_ALIGN) \
