@@ -173,16 +173,20 @@ class FileStore(Store):
             return  # already done: resumable by contract
         dst_path = self._path(dst)
         held = _hold_if_large(dst_path)
-        os.replace(src_path, dst_path)
-        self.sync()
-        _release_in_background(held)
+        try:
+            os.replace(src_path, dst_path)
+            self.sync()
+        finally:
+            _release_in_background(held)  # also when the swap failed: no fd kept
 
     def remove(self, name: str) -> None:
         path = self._path(name)
         held = _hold_if_large(path)
-        _unlink(path)
-        self._dirty = True
-        _release_in_background(held)
+        try:
+            _unlink(path)
+            self._dirty = True
+        finally:
+            _release_in_background(held)
 
     def activate(self, name: str, *, keep: bool = False) -> str:
         return self._path(name)
