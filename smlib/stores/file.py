@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Optional
 
+from smlib.errors import SRError
 from smlib.stores.base import Store, fsync_path, is_volume_name
 
 SUFFIX = ".vhd"
@@ -36,12 +37,6 @@ def write_atomic(path: str, data: bytes) -> None:
     fsync_path(os.path.dirname(path))
 
 
-def _err(name: str, opterr: Optional[str] = None) -> Exception:
-    from smlib.errors import SRError
-
-    return SRError.from_name(name, opterr)
-
-
 class FileStore(Store):
     """Volumes are ``<location>/<name>.vhd`` files."""
 
@@ -51,7 +46,7 @@ class FileStore(Store):
         super().__init__(device_config, sr_uuid)
         location = device_config.get("location", "")
         if not location:
-            raise _err("ConfigLocationMissing")
+            raise SRError.from_name("ConfigLocationMissing")
         self.dir = os.path.abspath(location)
         self.sm_dir = os.path.join(self.dir, SM_DIR)
         self.journal_dir = os.path.join(self.sm_dir, JOURNAL_DIR)
@@ -65,12 +60,12 @@ class FileStore(Store):
 
     def sr_create(self) -> None:
         if self.sr_exists():
-            raise _err("SRExists", f"{self.dir} already holds an SR")
+            raise SRError.from_name("SRExists", f"{self.dir} already holds an SR")
         if os.path.exists(self.dir):
             if not os.path.isdir(self.dir):
-                raise _err("SRUnavailable", f"{self.dir} is not a directory")
+                raise SRError.from_name("SRUnavailable", f"{self.dir} is not a directory")
             if os.listdir(self.dir):
-                raise _err("SRExists", f"{self.dir} is not empty")
+                raise SRError.from_name("SRExists", f"{self.dir} is not empty")
         else:
             os.makedirs(self.dir)
         os.makedirs(self.journal_dir)
@@ -136,7 +131,7 @@ class FileStore(Store):
 
         path = self._path(name)
         if os.path.exists(path):
-            raise _err("VDIExists", name)
+            raise SRError.from_name("VDIExists", name)
         tmp = path + PART
         try:
             make(tmp, vhd)
@@ -145,7 +140,7 @@ class FileStore(Store):
         except OSError as e:
             _unlink(tmp)
             if e.errno == 28:  # ENOSPC
-                raise _err("SRNoSpace", str(e)) from e
+                raise SRError.from_name("SRNoSpace", str(e)) from e
             raise
         except BaseException:
             _unlink(tmp)
@@ -163,7 +158,7 @@ class FileStore(Store):
     def rename(self, old: str, new: str) -> None:
         dst = self._path(new)
         if os.path.exists(dst):
-            raise _err("VDIExists", new)
+            raise SRError.from_name("VDIExists", new)
         os.rename(self._path(old), dst)
         self._dirty = True
 
