@@ -60,7 +60,7 @@ class DriverBench(abc.ABC):
         return xmlrpc.client.dumps((params,), methodname=command)
 
     def call(self, command: str, vdi: str = "", args: tuple = (), **extra):
-        from smlib import smapi
+        from smlib.protocol import smapi
 
         text = smapi.handle(self.driver_class(), [self.xml(command, vdi, args, **extra)])
         (result,), _ = xmlrpc.client.loads(text)  # a fault raises here

@@ -11,7 +11,7 @@ real-lvm2 test tier.
   lvm2 runs per vdi_snapshot                           (report)
   one vdi_revert (driver process) vs one lvcreate      (report)
 
-Run counts come from the wrapper's counter (smlib.stores.lvm.RUNS) over
+Run counts come from the wrapper's counter (smlib.stores.lvm.lvm2.RUNS) over
 in-process calls; losetup runs (test-mode activation only) are counted
 beside them. Wall times: the real drivers/LVMSR process per revert, the
 ``lvm lvcreate`` process per lvcreate, interleaved, median of 15; every
@@ -64,7 +64,7 @@ class LVMBench(DriverBench):
             raise
 
     def _count_losetup(self) -> None:
-        from smlib.stores import lvmstore
+        from smlib.stores.lvm import store as lvmstore
 
         real = lvmstore._losetup
 
@@ -82,7 +82,7 @@ class LVMBench(DriverBench):
 
     def counted(self, command: str, vdi: str = "", args: tuple = ()) -> tuple:
         """(result, lvm2 runs by command, losetup runs) of one in-process call."""
-        from smlib.stores import lvm
+        from smlib.stores.lvm import lvm2 as lvm
 
         before, loops = dict(lvm.RUNS), dict(self.losetups)
         result = self.call(command, vdi, args)
@@ -108,7 +108,7 @@ class LVMBench(DriverBench):
         self.call("vdi_detach", vdi)
 
     def close(self) -> None:
-        from smlib.stores import lvmstore
+        from smlib.stores.lvm import store as lvmstore
 
         real = os.path.realpath(self.device)
         for dev, (backing, _, _) in lvmstore._loop_devices().items():

@@ -5,8 +5,6 @@ the drivers only need fresh random uuids and the text form of 16 raw bytes.
 The text is exactly ``str(uuid.UUID(bytes=raw))``: lowercase 8-4-4-4-12 hex.
 """
 
-from __future__ import annotations
-
 import os
 
 VERSION_BYTE = 6        # high nibble: the version (4 = random)

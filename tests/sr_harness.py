@@ -3,7 +3,7 @@ chain reader and the calls into a driver made the way xapi makes them.
 
 ``SRHarness.run`` executes drivers/<driver> as a program with xapi-shaped
 XML (tests/conftest.py builds it); ``SRHarness.inproc`` sends the same XML
-through smlib.smapi.handle in this process. Each store's harness
+through smlib.protocol.smapi.handle in this process. Each store's harness
 (filesr_helpers.FileSRHarness, lvmsr_helpers.LVMSRHarness) adds how a guest
 writes and how the bytes are read back.
 """

@@ -195,11 +195,11 @@ def run_driver(
 
 
 def dispatch(driver_cls: type, command: str, **keys: object) -> object:
-    """Run one xapi-shaped call in process through smlib.smapi.handle.
+    """Run one xapi-shaped call in process through smlib.protocol.smapi.handle.
 
     The response is decoded by xmlrpc.client: a fault raises
     xmlrpc.client.Fault, as the caller of a driver would see it."""
-    from smlib import smapi
+    from smlib.protocol import smapi
 
     text = smapi.handle(driver_cls, [xapi_call(command, **keys)])
     (result,), _ = xmlrpc.client.loads(text, use_builtin_types=True)

@@ -6,10 +6,8 @@ vdi_revert, so the answer is Unimplemented (38) and VDI_REVERT is not
 advertised, which makes a toolstack revert by clone.
 """
 
-from __future__ import annotations
-
-from smlib.errors import SRError
-from smlib.sr import SR, attach_info, vdi_info
+from smlib.protocol.errors import SRError
+from smlib.protocol.sr import SR, attach_info, vdi_info
 
 
 def _new_uuid() -> str:
@@ -19,7 +17,7 @@ def _new_uuid() -> str:
 
 
 def _size(text: str) -> int:
-    if not (text.isascii() and text.isdigit()):
+    if not text or not all("0" <= c <= "9" for c in text):
         raise SRError.from_name("VDISize", opterr=f"size {text!r} is not a byte count")
     return int(text)
 

@@ -1,12 +1,10 @@
 """LVMSR: VHD images in LVs of the VG ``VG_XenStorage-<sr_uuid>``.
 
-The commands are TreeSR's (smlib/drivers/file.py); only the store differs.
+The commands are TreeSR's (smlib/drivers/tree_sr.py); only the store differs.
 """
 
-from __future__ import annotations
-
-from smlib.drivers.file import TreeSR
-from smlib.stores.lvmstore import LVMStore
+from smlib.drivers.tree_sr import TreeSR
+from smlib.stores.lvm.store import LVMStore
 
 
 class LVMSR(TreeSR):

@@ -1,6 +1,6 @@
 """The Store interface: where an SR's volumes and bookkeeping live.
 
-The tree machinery (smlib/tree.py), the journal, the SR metadata, the lock
+The tree machinery (smlib/tree/), the journal, the SR metadata, the lock
 and GC are written once and reach storage only through a Store. A store
 knows how a *volume* (one VHD image) is created, renamed, swapped, resized,
 removed and opened; the VHD contents themselves are read and written with
@@ -11,7 +11,7 @@ Two implementations:
 * ``smlib.stores.file.FileStore``: volume ``N`` is the file
   ``<location>/N.vhd``; parent locator ``<uuid>.vhd``; the bookkeeping is in
   ``<location>/.sm/`` (``metadata.xml``, ``journal/``, ``lock``).
-* ``smlib.stores.lvmstore.LVMStore``: volume ``N`` is the LV ``VHD-N``;
+* ``smlib.stores.lvm.store.LVMStore``: volume ``N`` is the LV ``VHD-N``;
   parent locator ``VHD-<uuid>``; bytes reached through one replaceable
   activation function; metadata and journal in the LV ``MGT``; the lock is
   host-local.
@@ -56,8 +56,6 @@ longer exists and ``dst`` does is a no-op. The tree journals its intent
 before the first mutating call and re-drives these calls on replay.
 """
 
-from __future__ import annotations
-
 import abc
 from typing import Callable, Optional
 
@@ -76,10 +74,10 @@ def is_uuid(text: str) -> bool:
     return True
 
 
-def split_transient(text: str) -> Optional[tuple[str, str]]:
+def split_transient(text: str) -> "Optional[tuple[str, str]]":
     """``(uuid, suffix)`` for a transient name ``<uuid>.<suffix>``, else None."""
     uuid, dot, suffix = text.partition(".")
-    if dot and suffix.isalpha() and suffix.islower() and suffix.isascii() and is_uuid(uuid):
+    if dot and suffix and all("a" <= c <= "z" for c in suffix) and is_uuid(uuid):
         return uuid, suffix
     return None
 
@@ -117,7 +115,7 @@ class Store(abc.ABC):
     #: True when images sit in fixed-size containers (LVs): see module doc.
     SIZED_CONTAINERS: bool = False
 
-    def __init__(self, device_config: dict[str, str], sr_uuid: Optional[str]) -> None:
+    def __init__(self, device_config: "dict[str, str]", sr_uuid: Optional[str]) -> None:
         self.device_config = device_config
         self.sr_uuid = sr_uuid
 
@@ -148,7 +146,7 @@ class Store(abc.ABC):
         """Undo ``sr_attach``. Default: nothing to do."""
         return None  # optional hook: most stores need nothing here
 
-    def probe(self) -> list[dict[str, str]]:
+    def probe(self) -> "list[dict[str, str]]":
         """SRs found at this device_config, as ``[{"uuid": ...}, ...]``
         (empty when none). Reads only."""
         return []
@@ -164,7 +162,7 @@ class Store(abc.ABC):
     # ------------------------------------------------------------ volumes
 
     @abc.abstractmethod
-    def list_volumes(self) -> list[str]:
+    def list_volumes(self) -> "list[str]":
         """Names of every volume present, VDI and transient ones alike
         (never the store's bookkeeping files / LVs). Reads only."""
 
@@ -240,7 +238,7 @@ class Store(abc.ABC):
         write (never follows a path out of the SR)."""
         name = self.name_of_locator(locator)
         if name is None:
-            from smlib.errors import SRError  # lazy: keep driver start-up light
+            from smlib.protocol.errors import SRError  # lazy: keep driver start-up light
 
             raise SRError.from_name("VDIUnavailable", f"bad parent locator {locator!r}")
         return self.activate(name)
@@ -275,7 +273,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def read_metadata(self) -> Optional[bytes]:
-        """The SR metadata document (smlib.metadata's XML), or None when
+        """The SR metadata document (smlib.tree.metadata's XML), or None when
         none was written yet."""
 
     @abc.abstractmethod
@@ -290,7 +288,7 @@ class Store(abc.ABC):
         is a plain ``[a-z0-9-]+`` word."""
 
     @abc.abstractmethod
-    def journal_items(self) -> dict[str, bytes]:
+    def journal_items(self) -> "dict[str, bytes]":
         """Every journal record present, by key."""
 
     @abc.abstractmethod
@@ -302,6 +300,6 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def lock_path(self) -> str:
-        """A local file for smlib.lock's ``flock`` (created on demand by the
+        """A local file for smlib.tree.lock's ``flock`` (created on demand by the
         lock, with its directory). File store: ``<location>/.sm/lock``;
         LVM: a host-local path under /run or /var/lock keyed by the SR."""

@@ -7,13 +7,11 @@ writes it). Bookkeeping lives in ``<location>/.sm/``: ``metadata.xml``,
 ``os``/``shutil`` calls that pyfakefs fakes are used here.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 from typing import Optional
 
-from smlib.errors import SRError
+from smlib.protocol.errors import SRError
 from smlib.stores.base import Store, fsync_path, is_volume_name
 
 SUFFIX = ".vhd"
@@ -42,7 +40,7 @@ class FileStore(Store):
 
     SIZED_CONTAINERS = False
 
-    def __init__(self, device_config: dict[str, str], sr_uuid: Optional[str]) -> None:
+    def __init__(self, device_config: "dict[str, str]", sr_uuid: Optional[str]) -> None:
         super().__init__(device_config, sr_uuid)
         location = device_config.get("location", "")
         if not location:
@@ -78,10 +76,10 @@ class FileStore(Store):
         shutil.rmtree(self.sm_dir, ignore_errors=True)
         fsync_path(self.dir)
 
-    def probe(self) -> list[dict[str, str]]:
+    def probe(self) -> "list[dict[str, str]]":
         if not self.sr_exists():
             return []
-        from smlib.metadata import Metadata  # lazy: probe is rare
+        from smlib.tree.metadata import Metadata  # lazy: probe is rare
 
         meta = Metadata.parse(self.read_metadata())
         return [{"uuid": meta.sr_uuid or ""}]
@@ -100,7 +98,7 @@ class FileStore(Store):
             raise ValueError(f"not a volume name: {name!r}")
         return os.path.join(self.dir, name + SUFFIX)
 
-    def list_volumes(self) -> list[str]:
+    def list_volumes(self) -> "list[str]":
         out = []
         for entry in os.listdir(self.dir):
             if entry.endswith(SUFFIX) and is_volume_name(entry[: -len(SUFFIX)]):
@@ -197,7 +195,7 @@ class FileStore(Store):
     def close(self) -> None:
         return None
 
-    def garbage_files(self) -> list[str]:
+    def garbage_files(self) -> "list[str]":
         """Leftover ``*.part`` files of interrupted creations (cleaned by GC)."""
         return [e for e in os.listdir(self.dir) if e.endswith(SUFFIX + PART)]
 
@@ -224,7 +222,7 @@ class FileStore(Store):
     def journal_put(self, key: str, data: bytes) -> None:
         write_atomic(os.path.join(self.journal_dir, key), data)
 
-    def journal_items(self) -> dict[str, bytes]:
+    def journal_items(self) -> "dict[str, bytes]":
         out = {}
         try:
             entries = os.listdir(self.journal_dir)
@@ -247,7 +245,7 @@ class FileStore(Store):
         return os.path.join(self.sm_dir, LOCK)
 
 
-def _disk_usage(path: str) -> tuple[int, int]:
+def _disk_usage(path: str) -> "tuple[int, int]":
     """(total, free) bytes of the filesystem holding path.
 
     shutil.disk_usage when shutil is loaded already (pyfakefs fakes it, and

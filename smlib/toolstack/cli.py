@@ -11,14 +11,12 @@ drivers are found in $SMCTL_DRIVER_DIR (default: the checkout's drivers/,
 else /opt/xensource/sm).
 """
 
-from __future__ import annotations
-
 import json
 import re
 import sqlite3
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, TextIO
+from typing import Any, Callable, Optional, TextIO, Tuple
 
 from smlib.toolstack.db import Database, SchemaError, SRRecord, VBDRecord, VDIRecord, VMRecord
 from smlib.toolstack.ops import Toolstack
@@ -64,8 +62,8 @@ def parse_bool(text: str) -> bool:
 
 @dataclass
 class Args:
-    values: dict[str, str] = field(default_factory=dict)
-    maps: dict[str, dict[str, str]] = field(default_factory=dict)
+    values: "dict[str, str]" = field(default_factory=dict)
+    maps: "dict[str, dict[str, str]]" = field(default_factory=dict)
     json: bool = False
     minimal: bool = False
 
@@ -75,7 +73,7 @@ class Args:
     def __getitem__(self, key: str) -> str:
         return self.values[key]
 
-    def map(self, name: str) -> dict[str, str]:
+    def map(self, name: str) -> "dict[str, str]":
         return self.maps.get(name, {})
 
 
@@ -84,9 +82,9 @@ class Command:
     name: str
     summary: str
     run: Callable[[Toolstack, Args, TextIO], None]
-    required: tuple[str, ...] = ()
-    optional: tuple[str, ...] = ()
-    maps: tuple[str, ...] = ()
+    required: "tuple[str, ...]" = ()
+    optional: "tuple[str, ...]" = ()
+    maps: "tuple[str, ...]" = ()
     filters: bool = False  # list commands accept field=value filters
     changes: bool = True  # False for read-only commands, which skip the operation lock
 
@@ -99,7 +97,7 @@ class Command:
         return f"usage: smctl {self.name} {' '.join(parts)} [--json]".rstrip()
 
 
-COMMANDS: dict[str, Command] = {}
+COMMANDS: "dict[str, Command]" = {}
 
 
 def command(name: str, summary: str, **kw: Any) -> Callable:
@@ -109,7 +107,7 @@ def command(name: str, summary: str, **kw: Any) -> Callable:
     return register
 
 
-def parse_args(cmd: Command, tokens: list[str]) -> Args:
+def parse_args(cmd: Command, tokens: "list[str]") -> Args:
     args = Args()
     for token in tokens:
         if token == "--json":
@@ -139,7 +137,7 @@ def parse_args(cmd: Command, tokens: list[str]) -> Args:
 # Output: records with xe's field names -------------------------------------
 
 # (field name, read-write?) in print order, and how to get each value.
-Field = tuple[str, bool, Callable[[Toolstack, Any], Any]]
+Field = Tuple[str, bool, Callable[[Toolstack, Any], Any]]
 
 
 def _uuid_of(ts: Toolstack, cls: type, ref: Optional[str]) -> str:
@@ -153,18 +151,18 @@ def _sr_uuid(ts: Toolstack, v: VDIRecord) -> str:
     return _uuid_of(ts, SRRecord, v.sr_ref)
 
 
-def _vdi_vbds(ts: Toolstack, v: VDIRecord) -> list[str]:
+def _vdi_vbds(ts: Toolstack, v: VDIRecord) -> "list[str]":
     return [b.uuid for b in ts.db.select(VBDRecord, vdi_ref=v.ref)]
 
 
-def _vm_disks(ts: Toolstack, vm: VMRecord) -> list[str]:
+def _vm_disks(ts: Toolstack, vm: VMRecord) -> "list[str]":
     return [
         f"{b.device}{'(cd)' if b.type == 'cd' else ''}={_uuid_of(ts, VDIRecord, b.vdi_ref)}"
         for b in ts.vbds(vm)
     ]
 
 
-SR_FIELDS: list[Field] = [
+SR_FIELDS: "list[Field]" = [
     ("uuid", False, lambda ts, r: r.uuid),
     ("name-label", True, lambda ts, r: r.name_label),
     ("name-description", True, lambda ts, r: r.name_description),
@@ -173,7 +171,7 @@ SR_FIELDS: list[Field] = [
     ("capabilities", False, lambda ts, r: list(r.capabilities)),
 ]
 
-VDI_FIELDS: list[Field] = [
+VDI_FIELDS: "list[Field]" = [
     ("uuid", False, lambda ts, r: r.uuid),
     ("name-label", True, lambda ts, r: r.name_label),
     ("name-description", True, lambda ts, r: r.name_description),
@@ -190,7 +188,7 @@ VDI_FIELDS: list[Field] = [
     ("vbd-uuids", False, _vdi_vbds),
 ]
 
-VM_FIELDS: list[Field] = [
+VM_FIELDS: "list[Field]" = [
     ("uuid", False, lambda ts, r: r.uuid),
     ("name-label", True, lambda ts, r: r.name_label),
     ("name-description", True, lambda ts, r: r.name_description),
@@ -203,7 +201,7 @@ VM_FIELDS: list[Field] = [
     ("disks", False, _vm_disks),
 ]
 
-VBD_FIELDS: list[Field] = [
+VBD_FIELDS: "list[Field]" = [
     ("uuid", False, lambda ts, r: r.uuid),
     ("vm-uuid", False, lambda ts, r: _uuid_of(ts, VMRecord, r.vm_ref)),
     ("vdi-uuid", False, lambda ts, r: _uuid_of(ts, VDIRecord, r.vdi_ref)
@@ -214,7 +212,7 @@ VBD_FIELDS: list[Field] = [
 ]
 
 
-def to_dict(ts: Toolstack, fields: list[Field], rec: Any) -> dict[str, Any]:
+def to_dict(ts: Toolstack, fields: "list[Field]", rec: Any) -> "dict[str, Any]":
     return {name: get(ts, rec) for name, _rw, get in fields}
 
 
@@ -228,7 +226,7 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def format_record(fields: list[Field], values: dict[str, Any]) -> str:
+def format_record(fields: "list[Field]", values: "dict[str, Any]") -> str:
     """xe's layout: 'uuid ( RO)' flush left, the other names flush right."""
     width = max(len(name) for name, _rw, _get in fields) + len(" ( RO)")
     lines = []
@@ -240,7 +238,7 @@ def format_record(fields: list[Field], values: dict[str, Any]) -> str:
 
 
 def emit_records(
-    ts: Toolstack, fields: list[Field], records: list, args: Args, out: TextIO
+    ts: Toolstack, fields: "list[Field]", records: list, args: Args, out: TextIO
 ) -> None:
     rows = [to_dict(ts, fields, r) for r in records]
     filters = {k: v for k, v in args.values.items() if k != "params"}
@@ -266,7 +264,7 @@ def emit_records(
         out.write("".join(format_record(fields, r) + "\n\n\n" for r in rows))
 
 
-def emit_one(ts: Toolstack, fields: list[Field], record: Any, args: Args, out: TextIO) -> None:
+def emit_one(ts: Toolstack, fields: "list[Field]", record: Any, args: Args, out: TextIO) -> None:
     values = to_dict(ts, fields, record)
     if args.json:
         out.write(json.dumps(values, indent=2) + "\n")
@@ -308,7 +306,7 @@ def _size(args: Args, key: str) -> int:
     return parse_size(value) if value is not None else 0
 
 
-def _record_commands(noun: str, fields: list[Field], cls: type, list_summary: str,
+def _record_commands(noun: str, fields: "list[Field]", cls: type, list_summary: str,
                      one_summary: str = "",
                      lookup: Optional[Callable[[Toolstack, str], Any]] = None) -> None:
     """The read-only record commands of one kind: ``<noun>-list`` (field
@@ -471,7 +469,7 @@ def _vm_create(ts: Toolstack, args: Args, out: TextIO) -> None:
     emit_uuid(vm.uuid, args, out)
 
 
-def _split(value: Optional[str]) -> list[str]:
+def _split(value: Optional[str]) -> "list[str]":
     return [p.strip() for p in (value or "").split(",") if p.strip()]
 
 
@@ -531,7 +529,7 @@ def report_error(exc: Exception, err: TextIO) -> None:
         err.write(f"Error parameters: {detail}\n")
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: "Optional[list[str]]" = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     out, err = sys.stdout, sys.stderr
     if not argv or argv[0] in ("help", "--help", "-h"):

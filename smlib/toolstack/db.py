@@ -5,8 +5,6 @@ serialise instead of interleaving). The schema version is SQLite's
 user_version; a database written by a newer schema is refused.
 """
 
-from __future__ import annotations
-
 import contextlib
 import dataclasses
 import json
@@ -67,7 +65,7 @@ CREATE TABLE vbd (
 
 # Version n's changes, applied in order to a database at version n-1. SCHEMA
 # above is version 1.
-MIGRATIONS: dict[int, str] = {
+MIGRATIONS: "dict[int, str]" = {
     # Multi-step operations in progress (VM revert), so that the next smctl
     # can finish or undo one that was killed part way.
     2: """
@@ -144,7 +142,7 @@ class VBDRecord:
 
 Record = TypeVar("Record", SRRecord, VDIRecord, VMRecord, VBDRecord)
 
-_TABLES: dict[type, str] = {SRRecord: "sr", VDIRecord: "vdi", VMRecord: "vm", VBDRecord: "vbd"}
+_TABLES: "dict[type, str]" = {SRRecord: "sr", VDIRecord: "vdi", VMRecord: "vm", VBDRecord: "vbd"}
 _JSON_FIELDS = {"device_config", "capabilities"}
 
 
@@ -280,7 +278,7 @@ class Database:
         with self.transaction():
             self.conn.execute(f"DELETE FROM {table} WHERE ref = ?", [record.ref])
 
-    def select(self, cls: type[Record], order: str = "rowid", **where: Any) -> list[Record]:
+    def select(self, cls: "type[Record]", order: str = "rowid", **where: Any) -> "list[Record]":
         table = _TABLES[cls]
         clauses, values = [], []
         for key, value in where.items():
@@ -295,11 +293,11 @@ class Database:
         rows = self.conn.execute(f"{sql} ORDER BY {order}", values).fetchall()
         return [_from_row(cls, row) for row in rows]
 
-    def get(self, cls: type[Record], ref: str) -> Optional[Record]:
+    def get(self, cls: "type[Record]", ref: str) -> Optional[Record]:
         found = self.select(cls, ref=ref)
         return found[0] if found else None
 
-    def by_uuid(self, cls: type[Record], uuid: str) -> Optional[Record]:
+    def by_uuid(self, cls: "type[Record]", uuid: str) -> Optional[Record]:
         found = self.select(cls, uuid=uuid)
         return found[0] if found else None
 
@@ -339,6 +337,6 @@ class Database:
         with self.transaction():
             self.conn.execute("DELETE FROM pending WHERE id = ?", [pending_id])
 
-    def pending(self) -> list[tuple[int, str, dict]]:
+    def pending(self) -> "list[tuple[int, str, dict]]":
         rows = self.conn.execute("SELECT id, kind, body FROM pending ORDER BY id").fetchall()
         return [(row[0], row[1], json.loads(row[2])) for row in rows]

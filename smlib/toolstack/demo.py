@@ -4,8 +4,6 @@ Everything runs in a temporary directory with its own database; the drivers
 are the real executables. Exit status 0 only if every check passed.
 """
 
-from __future__ import annotations
-
 import hashlib
 import os
 import sys
@@ -31,7 +29,7 @@ class Row:
     after: str = "-"
     content: str = "-"
     links: str = "-"
-    failures: list[str] = field(default_factory=list)
+    failures: "list[str]" = field(default_factory=list)
 
     def check(self, ok: bool, what: str) -> bool:
         if not ok:
@@ -122,7 +120,7 @@ def _import(ts: Toolstack, vdi: VDIRecord, data: bytes, scratch: str) -> None:
     os.remove(path)
 
 
-def print_table(rows: list[Row], out: TextIO = sys.stdout) -> None:
+def print_table(rows: "list[Row]", out: TextIO = sys.stdout) -> None:
     header = ("SR", "path", "disk before", "disk after", "content sha256 vs snapshot", "links")
     body = [(r.sr, r.path, r.before, r.after, r.content, r.links) for r in rows]
     widths = [max(len(str(c)) for c in col) for col in zip(header, *body)]

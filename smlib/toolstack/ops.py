@@ -7,8 +7,6 @@ leaves them recorded). `sr_scan` reconciles the records with the driver's
 own list where the driver can give one.
 """
 
-from __future__ import annotations
-
 import datetime
 import uuid as uuidlib
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -55,7 +53,7 @@ def _int(value: Any, default: int = 0) -> int:
         return default
 
 
-def _reported_facts(entry: dict) -> dict[str, Any]:
+def _reported_facts(entry: dict) -> "dict[str, Any]":
     """The facts a vdi_list entry states; a key the driver left out changes nothing."""
     facts: dict[str, Any] = {}
     if "location" in entry:
@@ -107,7 +105,7 @@ class Toolstack:
             raise ToolstackError("HANDLE_INVALID", f"VDI {vdi.uuid} names a missing SR")
         return rec
 
-    def vbds(self, vm: VMRecord) -> list[VBDRecord]:
+    def vbds(self, vm: VMRecord) -> "list[VBDRecord]":
         """The VM's VBDs in device order (2 before 10)."""
         found = self.db.select(VBDRecord, vm_ref=vm.ref)
         return sorted(found, key=lambda v: (not v.device.isdigit(), v.device.zfill(8)))
@@ -149,7 +147,7 @@ class Toolstack:
     def sr_create(
         self,
         sr_type: str,
-        device_config: dict[str, str],
+        device_config: "dict[str, str]",
         name_label: str = "",
         name_description: str = "",
         physical_size: int = 0,
@@ -179,7 +177,7 @@ class Toolstack:
         self,
         sr_type: str,
         uuid: str,
-        device_config: dict[str, str],
+        device_config: "dict[str, str]",
         name_label: str = "",
         name_description: str = "",
     ) -> SRRecord:
@@ -225,7 +223,7 @@ class Toolstack:
         self.call_sr(sr, "sr_delete")
         self._forget_records(sr)
 
-    def sr_scan(self, sr: SRRecord) -> list[VDIRecord]:
+    def sr_scan(self, sr: SRRecord) -> "list[VDIRecord]":
         """Scan, then make the records match the driver's list of VDIs.
 
         A driver that cannot list (vdi_list unimplemented: DummySR keeps
@@ -243,7 +241,7 @@ class Toolstack:
         self._reconcile(sr, [v for v in listed if isinstance(v, dict) and v.get("uuid")])
         return self.db.select(VDIRecord, sr_ref=sr.ref)
 
-    def _reconcile(self, sr: SRRecord, listed: list[dict]) -> None:
+    def _reconcile(self, sr: SRRecord, listed: "list[dict]") -> None:
         known = {v.uuid: v for v in self.db.select(VDIRecord, sr_ref=sr.ref)}
         by_uuid = {str(v["uuid"]): v for v in listed}
         with self.db.transaction():
@@ -291,7 +289,7 @@ class Toolstack:
         *,
         read_only: bool = False,
         vdi_type: str = "user",
-        sm_config: Optional[dict[str, str]] = None,
+        sm_config: "Optional[dict[str, str]]" = None,
     ) -> VDIRecord:
         args = [
             str(virtual_size), name_label, name_description,
@@ -329,7 +327,7 @@ class Toolstack:
             self.db.delete(vdi)
 
     def vdi_snapshot(
-        self, vdi: VDIRecord, driver_params: Optional[dict[str, str]] = None
+        self, vdi: VDIRecord, driver_params: "Optional[dict[str, str]]" = None
     ) -> VDIRecord:
         result = self.call_vdi(vdi, "vdi_snapshot", driver_params=dict(driver_params or {}))
         return self.db.insert(VDIRecord(
@@ -343,7 +341,7 @@ class Toolstack:
     def vdi_clone(
         self,
         vdi: VDIRecord,
-        driver_params: Optional[dict[str, str]] = None,
+        driver_params: "Optional[dict[str, str]]" = None,
         *,
         name_label: Optional[str] = None,
         name_description: Optional[str] = None,
@@ -373,9 +371,9 @@ class Toolstack:
     def vm_create(
         self,
         name_label: str,
-        disks: list[VDIRecord],
+        disks: "list[VDIRecord]",
         *,
-        cds: Optional[list[Optional[VDIRecord]]] = None,
+        cds: "Optional[list[Optional[VDIRecord]]]" = None,
         name_description: str = "",
     ) -> VMRecord:
         vm = VMRecord(new_ref(), str(uuidlib.uuid4()), name_label, name_description)
@@ -438,7 +436,7 @@ class Toolstack:
             raise ToolstackError("HANDLE_INVALID", f"VDI {ref} is not in the database")
         return rec
 
-    def discard(self, vdis: list[VDIRecord]) -> list[str]:
+    def discard(self, vdis: "list[VDIRecord]") -> "list[str]":
         """Best-effort destroy of VDIs this operation made; returns what failed."""
         failed = []
         for vdi in vdis:
@@ -450,19 +448,20 @@ class Toolstack:
 
     # Reverts live in revert.py; imports in transfer.py.
 
-    def VDI_revert(self, snapshot_ref: str, driver_params: Optional[dict[str, str]] = None) -> str:
+    def VDI_revert(self, snapshot_ref: str,
+                   driver_params: "Optional[dict[str, str]]" = None) -> str:
         """xapi's shape: VDI.revert(snapshot, driver_params) -> the ref of the reverted disk
         (the target's own ref in place, the clone's after the fallback)."""
         return self.vdi_revert(self.vdi_by_ref(snapshot_ref), driver_params).result.ref
 
     def vdi_revert(
-        self, snapshot: VDIRecord, driver_params: Optional[dict[str, str]] = None
-    ) -> DiskRevert:
+        self, snapshot: VDIRecord, driver_params: "Optional[dict[str, str]]" = None
+    ) -> "DiskRevert":
         from smlib.toolstack.revert import revert_vdi
 
         return revert_vdi(self, snapshot, driver_params)
 
-    def vm_revert(self, snapshot: VMRecord) -> VMRevert:
+    def vm_revert(self, snapshot: VMRecord) -> "VMRevert":
         from smlib.toolstack.revert import revert_vm
 
         return revert_vm(self, snapshot)

@@ -8,8 +8,6 @@ killed after it is completed. Each handler is safe to run again if it is
 itself interrupted.
 """
 
-from __future__ import annotations
-
 from typing import Callable
 
 from smlib.toolstack.db import VDIRecord, VMRecord
@@ -46,14 +44,14 @@ def _vm_revert(ts: Toolstack, pending_id: int, body: dict) -> str:
     return f"{what}: {finish_vm_revert(ts, pending_id, body)}"
 
 
-HANDLERS: dict[str, Callable[[Toolstack, int, dict], str]] = {
+HANDLERS: "dict[str, Callable[[Toolstack, int, dict], str]]" = {
     PENDING_VM_SNAPSHOT: _vm_snapshot,
     PENDING_VDI_REVERT: _vdi_revert,
     PENDING_VM_REVERT: _vm_revert,
 }
 
 
-def recover_pending(ts: Toolstack) -> list[str]:
+def recover_pending(ts: Toolstack) -> "list[str]":
     """Handle every pending operation; one line per operation, for the user."""
     notes = []
     for pending_id, kind, body in ts.db.pending():

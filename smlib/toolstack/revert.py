@@ -12,8 +12,6 @@ reversible steps (clones, in-place reverts guarded by a safety snapshot)
 come first and are undone if any fails; only then are old disks destroyed.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -55,8 +53,8 @@ class DiskRevert:
 @dataclass
 class VMRevert:
     vm: VMRecord
-    disks: list[DiskRevert]
-    warnings: list[str] = field(default_factory=list)
+    disks: "list[DiskRevert]"
+    warnings: "list[str]" = field(default_factory=list)
 
 
 def find_target(ts: Toolstack, snapshot: VDIRecord) -> VDIRecord:
@@ -75,7 +73,7 @@ def try_in_place(
     ts: Toolstack,
     snapshot: VDIRecord,
     target: VDIRecord,
-    driver_params: Optional[dict[str, str]] = None,
+    driver_params: "Optional[dict[str, str]]" = None,
 ) -> bool:
     """vdi_revert when the SR advertises it; False means "use the clone fallback"."""
     sr = ts.sr_of(target)
@@ -114,7 +112,7 @@ def hand_over(ts: Toolstack, old: VDIRecord, new: VDIRecord, old_deleted: bool) 
 
 
 def revert_vdi(
-    ts: Toolstack, snapshot: VDIRecord, driver_params: Optional[dict[str, str]] = None
+    ts: Toolstack, snapshot: VDIRecord, driver_params: "Optional[dict[str, str]]" = None
 ) -> DiskRevert:
     """VDI.revert(snapshot, driver_params): the disk now holding the snapshot's contents."""
     target = find_target(ts, snapshot)
@@ -162,7 +160,7 @@ def finish_vdi_revert(ts: Toolstack, body: dict) -> str:
     return f"completed: disk {clone.uuid} replaces {target.uuid}"
 
 
-def _with_notes(exc: ToolstackError, notes: list[str]) -> ToolstackError:
+def _with_notes(exc: ToolstackError, notes: "list[str]") -> ToolstackError:
     if notes:
         exc.annotate(f"cleanup failed: {'; '.join(notes)}")
     return exc
@@ -179,7 +177,7 @@ def _with_notes(exc: ToolstackError, notes: list[str]) -> ToolstackError:
 IN_PLACE_STARTED = "in-place-started"  # vdi_revert sent; done or not is unknown
 
 
-def _plan(ts: Toolstack, snap: VMRecord, vm: VMRecord) -> list[DiskRevert]:
+def _plan(ts: Toolstack, snap: VMRecord, vm: VMRecord) -> "list[DiskRevert]":
     plan = []
     for vbd in ts.vbds(snap):
         if vbd.type != "disk" or not vbd.vdi_ref:
@@ -198,7 +196,7 @@ class _Journal:
     """The plan as a `pending` record, rewritten after every step."""
 
     def __init__(self, ts: Toolstack, vm: VMRecord, snap: VMRecord,
-                 plan: list[DiskRevert], pending_id: Optional[int] = None) -> None:
+                 plan: "list[DiskRevert]", pending_id: Optional[int] = None) -> None:
         self.ts, self.vm, self.snap, self.plan = ts, vm, snap, plan
         self.phase = "prepare"
         if pending_id is None:
@@ -222,7 +220,7 @@ class _Journal:
         self.ts.db.pending_remove(self.id)
 
 
-def _rollback(ts: Toolstack, journal: _Journal) -> list[str]:
+def _rollback(ts: Toolstack, journal: _Journal) -> "list[str]":
     """Undo the reversible steps taken so far; returns what could not be undone."""
     problems = []
     for step in journal.plan:
@@ -283,7 +281,7 @@ def _reversible_steps(ts: Toolstack, journal: _Journal) -> None:
         journal.save()
 
 
-def _commit(ts: Toolstack, journal: _Journal) -> list[str]:
+def _commit(ts: Toolstack, journal: _Journal) -> "list[str]":
     journal.save("commit")  # from here on, an interrupted revert is finished, not undone
     warnings = []
     for step in journal.plan:
@@ -306,7 +304,7 @@ def _commit(ts: Toolstack, journal: _Journal) -> list[str]:
     return warnings
 
 
-def _match_layout(ts: Toolstack, vm: VMRecord, snap: VMRecord, plan: list[DiskRevert]) -> None:
+def _match_layout(ts: Toolstack, vm: VMRecord, snap: VMRecord, plan: "list[DiskRevert]") -> None:
     """Make the VM's VBDs the snapshot's, with each disk replaced by its reverted one."""
     final = {step.device: step.result.ref for step in plan if step.kind == "disk"}
     wanted = {v.device: v for v in ts.vbds(snap)}

@@ -6,8 +6,6 @@ exits 0, also on error; a fault becomes a DriverFault carrying the SR code
 and its name from XE_SR_ERRORCODES.xml.
 """
 
-from __future__ import annotations
-
 import os
 import subprocess
 import sys
@@ -104,14 +102,14 @@ class DriverProtocolError(ToolstackError):
         return "SR_BACKEND_FAILURE"
 
 
-_names_by_code: Optional[dict[int, str]] = None
+_names_by_code: "Optional[dict[int, str]]" = None
 
 
 def sm_error_name(code: int) -> str:
     """The XE_SR_ERRORCODES.xml name for a code ("Unimplemented" for 38)."""
     global _names_by_code
     if _names_by_code is None:
-        from smlib.errors import codes
+        from smlib.protocol.errors import codes
 
         table: dict[int, str] = {}
         for name, (value, _desc) in codes().items():
@@ -138,17 +136,17 @@ class Call:
     """One SMAPIv1 request; optional keys are sent only when set, as xapi does."""
 
     command: str
-    args: list[str] = field(default_factory=list)
-    device_config: dict[str, str] = field(default_factory=dict)
+    args: "list[str]" = field(default_factory=list)
+    device_config: "dict[str, str]" = field(default_factory=dict)
     sr_ref: Optional[str] = None
     sr_uuid: Optional[str] = None
     vdi_ref: Optional[str] = None
     vdi_uuid: Optional[str] = None
     vdi_location: Optional[str] = None
     vdi_type: Optional[str] = None
-    sr_sm_config: Optional[dict[str, str]] = None
-    vdi_sm_config: Optional[dict[str, str]] = None
-    driver_params: Optional[dict[str, str]] = None
+    sr_sm_config: "Optional[dict[str, str]]" = None
+    vdi_sm_config: "Optional[dict[str, str]]" = None
+    driver_params: "Optional[dict[str, str]]" = None
     new_uuid: Optional[str] = None
     subtask_of: Optional[str] = None
     vdi_on_boot: Optional[str] = None
@@ -162,7 +160,7 @@ class Call:
         "vdi_on_boot", "vdi_allow_caching", "local_cache_sr",
     )
 
-    def struct(self, host_ref: str, session_ref: Optional[str]) -> dict[str, Any]:
+    def struct(self, host_ref: str, session_ref: Optional[str]) -> "dict[str, Any]":
         params: dict[str, Any] = {
             "host_ref": host_ref,
             "command": self.command,
@@ -210,7 +208,7 @@ class Runner:
         self.host_ref = host_ref or new_ref()
         self.session_ref = session_ref or new_ref()
 
-    def available_types(self) -> list[str]:
+    def available_types(self) -> "list[str]":
         try:
             entries = sorted(os.listdir(self.driver_dir))
         except OSError:
@@ -221,7 +219,7 @@ class Runner:
             if e.endswith("SR") and os.access(os.path.join(self.driver_dir, e), os.X_OK)
         ]
 
-    def _environment(self) -> dict[str, str]:
+    def _environment(self) -> "dict[str, str]":
         env = dict(os.environ)
         env["ORIGINATOR"] = "SM"
         # The drivers start with `#!/usr/bin/env python3`: let that find this

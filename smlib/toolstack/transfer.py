@@ -5,8 +5,6 @@ the bytes go through the VHD library's chain reader / leaf writer; then
 deactivate and detach, also on error.
 """
 
-from __future__ import annotations
-
 import contextlib
 import os
 from typing import Iterator, Optional

@@ -1,7 +1,5 @@
 """Operations over a whole chain: listing, coalesce, raw export and import."""
 
-from __future__ import annotations
-
 from typing import BinaryIO, List, Optional
 
 from . import format as fmt
@@ -62,7 +60,7 @@ def _chain_has_block(img: Optional[Image], offset: int) -> bool:
     return False
 
 
-def _read_full(inp: BinaryIO, view: memoryview) -> int:
+def _read_full(inp: BinaryIO, view: "memoryview") -> int:
     got = 0
     while got < len(view):
         n = inp.readinto(view[got:])

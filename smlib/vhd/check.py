@@ -1,7 +1,5 @@
 """Consistency check of an image and its chain (like `vhd-util check -p -b`)."""
 
-from __future__ import annotations
-
 import os
 from typing import Optional, Set
 

@@ -1,7 +1,5 @@
 """Making new images: dynamic (create) and differencing (snapshot), in blktap's layout."""
 
-from __future__ import annotations
-
 import os
 import time
 from typing import Optional
@@ -32,10 +30,10 @@ def required_size(virtual_size: int) -> int:
 
 
 _UNALLOCATED_RUN = 1 << 20      # bytes of 0xFF written per BAT write
-_unallocated: Optional[memoryview] = None
+_unallocated: "Optional[memoryview]" = None
 
 
-def _unallocated_run() -> memoryview:
+def _unallocated_run() -> "memoryview":
     """1 MiB of 0xFF (free BAT entries), made once per process and only when
     an image is made: a 2 TiB image's BAT is 4 MiB of them."""
     global _unallocated

@@ -1,7 +1,5 @@
 """The one exception the VHD library raises for a malformed or unreadable image."""
 
-from __future__ import annotations
-
 from typing import Optional
 
 

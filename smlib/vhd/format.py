@@ -6,8 +6,6 @@ plain classes with ``__slots__``: ``dataclasses`` costs every driver call
 about 5 ms of import (it pulls in ``inspect``).
 """
 
-from __future__ import annotations
-
 import struct
 from typing import List, Optional
 
@@ -198,7 +196,7 @@ class Footer:
         return bytes(buf)
 
     @classmethod
-    def unpack(cls, buf: bytes, path: str, offset: int) -> Footer:
+    def unpack(cls, buf: bytes, path: str, offset: int) -> "Footer":
         stored = _verified(buf, FOOTER_SIZE, FOOTER_COOKIE, F_CHECKSUM, "footer", path, offset)
         features, version = struct.unpack_from(">II", buf, F_FEATURES)
         data_offset, timestamp = struct.unpack_from(">QI", buf, F_DATA_OFFSET)
@@ -229,12 +227,12 @@ class Locator:
         self.length = length
         self.offset = offset
 
-    def pack_into(self, buf: bytearray, at: int) -> None:
+    def pack_into(self, buf: "bytearray", at: int) -> None:
         struct.pack_into(">IIII", buf, at + L_CODE, self.code, self.space, self.length, 0)
         struct.pack_into(">Q", buf, at + L_OFFSET, self.offset)
 
     @classmethod
-    def unpack_from(cls, buf: bytes, at: int) -> Locator:
+    def unpack_from(cls, buf: bytes, at: int) -> "Locator":
         code, space, length, _ = struct.unpack_from(">IIII", buf, at + L_CODE)
         (offset,) = struct.unpack_from(">Q", buf, at + L_OFFSET)
         return cls(code, space, length, offset)
@@ -280,7 +278,7 @@ class Header:
         return bytes(buf)
 
     @classmethod
-    def unpack(cls, buf: bytes, path: str, offset: int) -> Header:
+    def unpack(cls, buf: bytes, path: str, offset: int) -> "Header":
         stored = _verified(buf, HEADER_SIZE, HEADER_COOKIE, H_CHECKSUM, "header", path, offset)
         data_offset, table_offset, version, max_bat, block_size = struct.unpack_from(
             ">QQIII", buf, H_DATA_OFFSET)
@@ -317,7 +315,7 @@ class BatmapHeader:
         return bytes(buf)
 
     @classmethod
-    def unpack(cls, buf: bytes) -> Optional[BatmapHeader]:
+    def unpack(cls, buf: bytes) -> "Optional[BatmapHeader]":
         """None when buf holds no batmap header (non-blktap images)."""
         if len(buf) < SECTOR or buf[B_COOKIE:B_COOKIE + 8] != BATMAP_COOKIE:
             return None

@@ -5,8 +5,6 @@ device): its trailing footer is at the end of data, computed from the
 header, BAT and locators. On a regular file the file ends with that footer.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 from array import array
@@ -52,7 +50,7 @@ def check_size(path: str, size: int) -> None:
 
 
 def open_image(path: str, writable: bool = False, *,
-               resolver: Optional[Resolver] = None) -> Image:
+               resolver: Optional[Resolver] = None) -> "Image":
     return Image(path, writable, resolver=resolver)
 
 
@@ -165,7 +163,7 @@ class Image:
         self.batmap_header = bh
 
     @property
-    def _batmap(self) -> Optional[bytearray]:
+    def _batmap(self) -> "Optional[bytearray]":
         """The batmap payload (None without a batmap), read on first use."""
         bh = self.batmap_header
         if self._batmap_bytes is None and bh is not None:
@@ -266,7 +264,7 @@ class Image:
         loc = self.parent_locator
         return None if loc is None else self._resolver(self.path, loc)
 
-    def parent(self) -> Optional[Image]:
+    def parent(self) -> "Optional[Image]":
         """The open parent image (read-only), checked: present, uuid, no loop."""
         if self.disk_type != fmt.DISK_DIFF:
             return None
@@ -342,7 +340,7 @@ class Image:
         return self._raw.read_at(self._block_data_offset(block) + s0 * fmt.SECTOR,
                                  (s1 - s0) * fmt.SECTOR)
 
-    def read_own_into(self, block: int, s0: int, s1: int, buf: bytearray) -> memoryview:
+    def read_own_into(self, block: int, s0: int, s1: int, buf: "bytearray") -> "memoryview":
         """Like read_own, into buf (at least a block long); returns the filled view."""
         view = memoryview(buf)[:(s1 - s0) * fmt.SECTOR]
         self._raw.read_into(self._block_data_offset(block) + s0 * fmt.SECTOR, view)
@@ -629,7 +627,7 @@ class Image:
                 self._parent = None
             self._raw.close()
 
-    def __enter__(self) -> Image:
+    def __enter__(self) -> "Image":
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,7 +1,5 @@
 """Parent locators: the relative name a child records for its parent."""
 
-from __future__ import annotations
-
 import os
 from typing import Optional
 

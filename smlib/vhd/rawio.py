@@ -5,8 +5,6 @@ os.pread/pwrite/fallocate/mmap (DESIGN section 7), and a fake descriptor
 number may belong to a real file, so nothing here touches descriptors.
 """
 
-from __future__ import annotations
-
 import os
 import stat
 from typing import Union
@@ -55,7 +53,7 @@ class RawFile:
             raise VHDError(self.path, offset, f"short read ({length} bytes wanted)")
         return data
 
-    def read_into(self, offset: int, view: memoryview) -> None:
+    def read_into(self, offset: int, view: "memoryview") -> None:
         """Fill view from offset exactly (a reused buffer: no fresh allocation)."""
         try:
             self._f.seek(offset)
@@ -68,7 +66,7 @@ class RawFile:
         except OSError as exc:
             raise VHDError(self.path, offset, f"read error: {exc.strerror or exc}") from exc
 
-    def write_at(self, offset: int, data: Union[bytes, bytearray, memoryview]) -> None:
+    def write_at(self, offset: int, data: "Union[bytes, bytearray, memoryview]") -> None:
         try:
             self._f.seek(offset)
             view = memoryview(data)

@@ -1,6 +1,6 @@
 """Bounded trees: 1,000 snapshot / revert / delete-oldest-snapshot cycles.
 
-In process (the same xapi-shaped XML through smlib.smapi.handle) to keep
+In process (the same xapi-shaped XML through smlib.protocol.smapi.handle) to keep
 the suite fast; the executables are covered elsewhere. Data is written
 between steps so bases hold blocks and GC's coalesce really copies.
 """

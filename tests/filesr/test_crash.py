@@ -1,7 +1,7 @@
 """Crash safety: kill the real executable at each mutation point in turn.
 
 ``SM_CRASH_AT=N`` makes the driver ``os._exit`` at its Nth mutation point
-(smlib.journal), as a power cut would end it: no cleanup, no unlock. For
+(smlib.tree.journal), as a power cut would end it: no cleanup, no unlock. For
 each N, on a fresh copy of the same SR: run the operation, then the next
 command (vdi_list) replays; every VDI must show its old or its new
 contents, the snapshots theirs; then sr_scan (GC) must leave no volume
@@ -13,8 +13,8 @@ from __future__ import annotations
 import pytest
 from filesr_helpers import FileSRHarness, pattern
 
-from smlib import gc as gcmod
-from smlib.journal import CRASH_ENV, CRASH_STATUS
+from smlib.tree import gc as gcmod
+from smlib.tree.journal import CRASH_ENV, CRASH_STATUS
 
 P0, P1, P2, P3 = (pattern(t) for t in ("P0", "P1", "P2", "P3"))
 LEN = len(P1)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 from filesr_helpers import DISK, FileSRHarness, pattern
 
-from smlib import journal
+from smlib.tree import journal
 
 P1, P2 = pattern("P1"), pattern("P2")
 

@@ -1,6 +1,6 @@
 """The pyfakefs tier: the FileSR lifecycle in process on a fake filesystem.
 
-The same xapi-shaped XML goes through smlib.smapi.handle; every file the
+The same xapi-shaped XML goes through smlib.protocol.smapi.handle; every file the
 SR touches lives in pyfakefs. Contents are judged with smlib.vhd (pyvhdi
 and qemu are C code that cannot see a fake filesystem). pyfakefs makes
 flock a no-op, so locking is covered by the real-process tests.
@@ -23,10 +23,10 @@ P1, P2, P3 = pattern("P1"), pattern("P2"), pattern("P3")
 
 @pytest.fixture
 def call(fs, dispatch):
-    from smlib import errors
     from smlib.drivers.file import FileSR
+    from smlib.protocol import errors
 
-    # The error-code table beside smlib/errors.py, visible read-only.
+    # The error-code table beside smlib/protocol/errors.py, visible read-only.
     fs.add_real_file(errors.ERRORCODES_FILE, read_only=True)
 
     def run(command, **keys):

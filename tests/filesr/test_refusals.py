@@ -14,7 +14,7 @@ import uuid as uuidlib
 import pytest
 from filesr_helpers import FileSRHarness, pattern, tree_hashes
 
-from smlib.tree import MAX_DEPTH
+from smlib.tree.tree import MAX_DEPTH
 
 P = pattern("P")
 EVIL = "../../etc/passwd"

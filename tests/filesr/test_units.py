@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-from smlib import xapi
-from smlib.errors import SRError
-from smlib.journal import Journal
-from smlib.lock import SRLock
-from smlib.metadata import Metadata, VDIRecord
+from smlib.protocol.errors import SRError
 from smlib.stores.file import FileStore
+from smlib.tree.journal import Journal
+from smlib.tree.lock import SRLock
+from smlib.tree.metadata import Metadata, VDIRecord
+from smlib.xapi import session as xapi
 
 
 def test_metadata_round_trip():
@@ -44,7 +44,7 @@ def test_lock_excludes_other_processes(tmp_path):
     path = str(tmp_path / "lock")
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from smlib.lock import SRLock\n"
+         "import sys, time; from smlib.tree.lock import SRLock\n"
          f"l = SRLock({path!r}); l.acquire(); print('held', flush=True); time.sleep(30)"],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -116,7 +116,7 @@ def test_xapi_default_is_the_local_socket(monkeypatch):
 @pytest.mark.parametrize("written", [None, 0, "last"])
 def test_is_empty_by_size_agrees_with_the_bat(tmp_path, size, written):
     from smlib import vhd
-    from smlib.tree import is_empty
+    from smlib.tree.tree import is_empty
 
     path = str(tmp_path / "a.vhd")
     vhd.create(path, size)

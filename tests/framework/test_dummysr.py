@@ -7,8 +7,8 @@ import xmlrpc.client
 
 import pytest
 
-from smlib import smapi
 from smlib.drivers.dummy import DummySR
+from smlib.protocol import smapi
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 CREATE_ARGS = ["1073741824", "disk", "a disk", "", "false", "", "", "false"]

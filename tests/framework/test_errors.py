@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from smlib import errors
-from smlib.errors import SRError
+from smlib.protocol import errors
+from smlib.protocol.errors import SRError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -73,6 +73,8 @@ def test_load_table_rejects_malformed_files(tmp_path):
 def _python_sources():
     for top in ("smlib", "drivers"):
         for dirpath, _, files in os.walk(os.path.join(REPO, top)):
+            if "__pycache__" in dirpath:
+                continue  # byte code of any interpreter that ran the drivers
             for name in files:
                 if name.endswith(".py") or top == "drivers":
                     path = os.path.join(dirpath, name)
@@ -145,9 +147,9 @@ def test_every_error_name_in_the_code_exists():
 
 def test_error_table_is_not_loaded_until_an_error_is_built():
     code = (
-        "import sys; import smlib.smapi, smlib.drivers.dummy;"
+        "import sys; import smlib.protocol.smapi, smlib.drivers.dummy;"
         "assert 'lxml' not in sys.modules and 'xmlrpc.client' not in sys.modules;"
-        "from smlib.errors import SRError; SRError.from_name('EIO');"
+        "from smlib.protocol.errors import SRError; SRError.from_name('EIO');"
         "assert 'lxml.etree' in sys.modules; print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)

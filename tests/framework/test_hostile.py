@@ -14,8 +14,8 @@ import xmlrpc.client
 import pytest
 from xapi_harness import driver_env, xapi_call
 
-from smlib import smapi
 from smlib.drivers.dummy import DummySR
+from smlib.protocol import smapi
 
 DRIVER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "drivers",
                       "DummySR")

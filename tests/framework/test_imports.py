@@ -25,11 +25,11 @@ DRIVER_MODULES = sorted(
     if name.endswith(".py") and name != "__init__.py"
 )
 # What a tree command (FileSR, LVMSR) loads once it runs, besides the driver.
-COMMAND_MODULES = ["smlib.tree", "smlib.gc", "smlib.lock", "smlib.vhd",
-                   "smlib.stores.lvmstore"]
+COMMAND_MODULES = ["smlib.tree.tree", "smlib.tree.gc", "smlib.tree.lock", "smlib.vhd",
+                   "smlib.stores.lvm.store"]
 
 
-@pytest.mark.parametrize("module", ["smlib.smapi", *DRIVER_MODULES, *COMMAND_MODULES])
+@pytest.mark.parametrize("module", ["smlib.protocol.smapi", *DRIVER_MODULES, *COMMAND_MODULES])
 def test_module_import_pulls_in_nothing_costly(module):
     code = (
         f"import sys, {module}\n"

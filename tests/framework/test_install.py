@@ -36,7 +36,8 @@ def test_layout(destdir):
         if name.endswith("SR"):
             assert os.access(os.path.join(sm_dir, name), os.X_OK), name
     _, pylib = installed_env(destdir)
-    for name in ("smapi.py", "errors.py", "XE_SR_ERRORCODES.xml", "drivers/dummy.py"):
+    for name in ("protocol/smapi.py", "protocol/errors.py", "protocol/XE_SR_ERRORCODES.xml",
+                 "drivers/dummy.py"):
         assert os.path.isfile(os.path.join(pylib, "smlib", name)), name
     assert os.access(os.path.join(destdir, "usr/local/bin/smctl"), os.X_OK)
 
@@ -44,10 +45,10 @@ def test_layout(destdir):
 def test_installed_driver_runs_from_the_installed_library(destdir, tmp_path):
     env, pylib = installed_env(destdir)
     where = subprocess.run(
-        [sys.executable, "-c", "import smlib.errors as e; print(e.ERRORCODES_FILE)"],
+        [sys.executable, "-c", "import smlib.protocol.errors as e; print(e.ERRORCODES_FILE)"],
         env=env, cwd=str(tmp_path), capture_output=True, text=True, check=True,
     ).stdout.strip()
-    assert where == os.path.join(pylib, "smlib", "XE_SR_ERRORCODES.xml")
+    assert where == os.path.join(pylib, "smlib", "protocol", "XE_SR_ERRORCODES.xml")
 
     driver = os.path.join(destdir, "opt/xensource/sm/DummySR")
     for command, expect_fault in (("sr_get_driver_info", None), ("vdi_revert", 38)):

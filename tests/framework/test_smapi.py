@@ -6,10 +6,10 @@ import xmlrpc.client
 
 import pytest
 
-from smlib import smapi
 from smlib.drivers.dummy import DummySR
-from smlib.errors import SRError
-from smlib.sr import SR
+from smlib.protocol import smapi
+from smlib.protocol.errors import SRError
+from smlib.protocol.sr import SR
 
 
 def fault_of(text):
@@ -193,7 +193,7 @@ def test_main_exits_zero_on_faults(capsys):
 
 
 def test_default_log_path(monkeypatch):
-    from smlib import log
+    from smlib.protocol import log
 
     monkeypatch.delenv("SM_LOG")
     assert log.log_path() == "/var/log/SMlog"

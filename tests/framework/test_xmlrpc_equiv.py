@@ -1,4 +1,4 @@
-"""smlib.xmlrpc is equivalent to the standard library's xmlrpc.client.
+"""smlib.protocol.xmlrpc is equivalent to the standard library's xmlrpc.client.
 
 Property tests: random nested values (unicode, markup characters, empty
 strings, nil, big and small ints, floats, bytes) decode identically with
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smlib import xmlrpc
+from smlib.protocol import xmlrpc
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -50,7 +50,7 @@ def sr_uuid() -> str:
 @pytest.fixture
 def lvm_store(loop_pv, sr_uuid, tmp_path, monkeypatch):
     """An LVMStore on a freshly created SR (real lvm2), closed afterwards."""
-    from smlib.stores.lvmstore import LVMStore
+    from smlib.stores.lvm.store import LVMStore
 
     monkeypatch.setenv("SMLIB_LVM_LOCK_DIR", str(tmp_path / "locks"))
     dev = loop_pv()

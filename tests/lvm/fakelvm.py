@@ -1,4 +1,4 @@
-"""A fake lvm2 for the pyfakefs tier: the functions of smlib.stores.lvm,
+"""A fake lvm2 for the pyfakefs tier: the functions of smlib.stores.lvm.lvm2,
 with the VG state in memory and each LV's bytes in a fake block-device file.
 
 It enforces the rules of lvm2 2.03 that the store relies on, with lvm2's
@@ -21,8 +21,8 @@ import re
 import stat
 from typing import Iterable, Optional, Sequence
 
-from smlib.stores import lvm
-from smlib.stores.lvm import Extents, Layout, LVInfo, PVInfo
+from smlib.stores.lvm import lvm2 as lvm
+from smlib.stores.lvm.lvm2 import Extents, Layout, LVInfo, PVInfo
 
 PE_START = 1024 * 1024
 EXTENT = 4 * 1024 * 1024

@@ -62,7 +62,7 @@ def loop_backings() -> dict[str, str]:
 
 def windows_of(device: str) -> list[str]:
     """Loop devices whose backing file is ``device``."""
-    from smlib.stores.lvmstore import _loop_devices
+    from smlib.stores.lvm.store import _loop_devices
 
     real = os.path.realpath(device)
     return sorted(dev for dev, (backing, _, _) in _loop_devices().items()

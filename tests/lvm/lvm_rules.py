@@ -8,8 +8,8 @@ operations run in order on an empty VG whose PV is ``pv``.
 
 from __future__ import annotations
 
-from smlib.errors import SRError
-from smlib.stores.lvm import Extents
+from smlib.protocol.errors import SRError
+from smlib.stores.lvm.lvm2 import Extents
 
 RULES = [
     (("lvcreate", "a", 1), None),

@@ -21,8 +21,8 @@ from sr_harness import DISK, KiB, MiB, SRHarness, pattern, pyvhdi_chain_read
 
 from smlib import vhd
 from smlib.drivers.lvm import LVMSR
-from smlib.stores import lvm
-from smlib.stores.lvmstore import LV_PREFIX, MGT_LV, VG_PREFIX, LVMStore
+from smlib.stores.lvm import lvm2 as lvm
+from smlib.stores.lvm.store import LV_PREFIX, MGT_LV, VG_PREFIX, LVMStore
 
 __all__ = ["DISK", "KiB", "MiB", "LVMSRHarness", "pattern"]
 

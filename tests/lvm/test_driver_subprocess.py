@@ -7,7 +7,7 @@ import os
 import pytest
 
 from smlib import vhd
-from smlib.stores import lvm
+from smlib.stores.lvm import lvm2 as lvm
 
 pytestmark = pytest.mark.lvm
 MiB = 1024 * 1024
@@ -66,7 +66,7 @@ def test_create_write_snapshot_revert_delete(sr):
     listing = {v["uuid"]: v for v in sr("vdi_list").ok()}
     assert listing[vdi["uuid"]]["hidden"] is False
     path = sr("vdi_attach", vdi_uuid=vdi["uuid"], args=["false"]).ok()["params"]
-    from smlib.stores.lvmstore import LVMStore
+    from smlib.stores.lvm.store import LVMStore
 
     store = LVMStore({"device": sr.device}, sr.vg[len("VG_XenStorage-"):])
     try:
@@ -100,7 +100,7 @@ def test_sr_detach_unmaps_everything_and_clone_is_independent(sr, windows_of):
         with vhd.open_image(path, writable=True) as img:
             img.write(0, data * 4096)
         sr("vdi_detach", vdi_uuid=uuid_).ok()
-    from smlib.stores.lvmstore import LVMStore
+    from smlib.stores.lvm.store import LVMStore
 
     store = LVMStore({"device": sr.device}, sr.vg[len("VG_XenStorage-"):])
     try:

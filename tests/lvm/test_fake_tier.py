@@ -17,11 +17,13 @@ import pytest
 from fakelvm import EXTENT, FakeLVM
 from lvm_rules import RULES, apply_rules
 
-from smlib import errors, vhd
+from smlib import vhd
 from smlib.drivers.lvm import LVMSR
-from smlib.errors import SRError
-from smlib.stores import lvmstore, mgt
-from smlib.stores.lvmstore import LVChangeActivation, LVMStore
+from smlib.protocol import errors
+from smlib.protocol.errors import SRError
+from smlib.stores.lvm import mgt
+from smlib.stores.lvm import store as lvmstore
+from smlib.stores.lvm.store import LVChangeActivation, LVMStore
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB

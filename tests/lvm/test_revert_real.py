@@ -1,6 +1,6 @@
 """The vdi_revert scenarios of the FileSR issue, against LVMSR on real lvm2.
 
-Set-up runs in process (same XML through smlib.smapi); every vdi_revert
+Set-up runs in process (same XML through smlib.protocol.smapi); every vdi_revert
 under test runs drivers/LVMSR as a program. Contents are judged by pyvhdi.
 """
 
@@ -11,8 +11,8 @@ import revert_scenarios as scenario
 from lvmsr_helpers import LVMSRHarness
 from revert_scenarios import P1, P2, P3, assert_holds
 
-from smlib.journal import CRASH_STATUS
-from smlib.stores import lvm
+from smlib.stores.lvm import lvm2 as lvm
+from smlib.tree.journal import CRASH_STATUS
 
 pytestmark = pytest.mark.lvm
 

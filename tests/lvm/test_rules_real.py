@@ -7,8 +7,8 @@ import uuid
 import pytest
 from lvm_rules import RULES, apply_rules
 
-from smlib.errors import SRError
-from smlib.stores import lvm
+from smlib.protocol.errors import SRError
+from smlib.stores.lvm import lvm2 as lvm
 
 pytestmark = pytest.mark.lvm
 EXTENT = 4 * 1024 * 1024

@@ -12,9 +12,9 @@ import uuid
 import pytest
 
 from smlib import vhd
-from smlib.errors import SRError
-from smlib.stores import lvm
-from smlib.stores.lvmstore import LVMStore
+from smlib.protocol.errors import SRError
+from smlib.stores.lvm import lvm2 as lvm
+from smlib.stores.lvm.store import LVMStore
 
 pytestmark = pytest.mark.lvm
 MiB = 1024 * 1024

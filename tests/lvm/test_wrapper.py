@@ -1,4 +1,4 @@
-"""smlib.stores.lvm itself, run against a stand-in ``lvm`` program.
+"""smlib.stores.lvm.lvm2 itself, run against a stand-in ``lvm`` program.
 
 The stand-in (a shell script named by $SMLIB_LVM_BIN) records its argv and
 plays back a canned exit status, stdout and stderr, so the wrapper's own
@@ -14,9 +14,9 @@ import stat
 
 import pytest
 
-from smlib.errors import SRError
-from smlib.stores import lvm
-from smlib.stores.lvmstore import LVMStore
+from smlib.protocol.errors import SRError
+from smlib.stores.lvm import lvm2 as lvm
+from smlib.stores.lvm.store import LVMStore
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import xmlrpc.client
 
 import pytest
 
-from smlib import xmlrpc as driver_codec
+from smlib.protocol import xmlrpc as driver_codec
 from smlib.toolstack.runner import (
     Call,
     DriverFault,

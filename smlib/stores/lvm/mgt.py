@@ -21,13 +21,11 @@ Payload: records, each ``kind u8 | key_len u16 | key | data_len u32 | data``
 (big-endian); kind 1 = metadata (empty key), kind 2 = journal record.
 """
 
-from __future__ import annotations
-
 import os
 import struct
 from typing import Optional
 
-from smlib.errors import SRError
+from smlib.protocol.errors import SRError
 
 MAGIC = b"SMLIBMGT"
 VERSION = 1
@@ -53,7 +51,7 @@ class State:
     __slots__ = ("metadata", "journal", "generation")
 
     def __init__(self, metadata: Optional[bytes] = None,
-                 journal: Optional[dict[str, bytes]] = None, generation: int = 0) -> None:
+                 journal: "Optional[dict[str, bytes]]" = None, generation: int = 0) -> None:
         self.metadata = metadata
         self.journal = journal if journal is not None else {}
         self.generation = generation

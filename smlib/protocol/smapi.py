@@ -7,15 +7,13 @@ becomes a fault with its code, anything else a fault 1200 whose traceback
 goes to the log only.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 import time
 
-from smlib import log, xmlrpc
-from smlib.errors import SRError
-from smlib.sr import SR, Call
+from smlib.protocol import log, xmlrpc
+from smlib.protocol.errors import SRError
+from smlib.protocol.sr import SR, Call
 
 # A request larger than this is refused before parsing (the kernel caps one
 # argument at 128 KiB anyway; this bounds in-process callers too).
@@ -27,7 +25,7 @@ _VDI = ("sr_uuid", "vdi_uuid", "vdi_location")
 
 # command -> (keys it needs besides ALWAYS, minimum number of args).
 # The method called is the driver's attribute named like the command.
-COMMANDS: dict[str, tuple[tuple[str, ...], int]] = {
+COMMANDS: "dict[str, tuple[tuple[str, ...], int]]" = {
     "sr_get_driver_info": ((), 0),
     "sr_probe": ((), 0),
     "sr_create": (_SR, 0),
@@ -101,7 +99,7 @@ def _bad_request(detail: str) -> SRError:
     return SRError.from_name("BadRequest", opterr=detail)
 
 
-def parse_request(argv: list[str]) -> dict:
+def parse_request(argv: "list[str]") -> dict:
     """argv (without argv[0]) -> the checked params struct; BadRequest otherwise."""
     if len(argv) != 1:
         raise _bad_request(
@@ -153,7 +151,7 @@ def check_request(method_name: str, request: dict) -> None:
         raise _bad_request(f"{command} needs at least {min_args} args")
 
 
-def handle(driver_cls: type[SR], argv: list[str]) -> str:
+def handle(driver_cls: "type[SR]", argv: "list[str]") -> str:
     """Run one request; the methodResponse text (a result or a fault)."""
     started = time.monotonic()
     ident = driver_cls.__name__
@@ -182,7 +180,7 @@ def handle(driver_cls: type[SR], argv: list[str]) -> str:
     return response
 
 
-def main(driver_cls: type[SR], argv: list[str] | None = None) -> int:
+def main(driver_cls: "type[SR]", argv: "list[str] | None" = None) -> int:
     """Entry point of a driver executable; the process exit status."""
     if argv is None:
         argv = sys.argv[1:]

@@ -7,12 +7,10 @@ over (no login). ``SM_XAPI_SOCKET`` overrides the socket path (tests run a
 real XML-RPC server there).
 """
 
-from __future__ import annotations
-
 import os
 from typing import Optional
 
-from smlib.errors import SRError
+from smlib.protocol.errors import SRError
 
 OPAQUE_PREFIX = "OpaqueRef:"
 DEFAULT_SOCKET = "/var/lib/xcp/xapi"

@@ -6,9 +6,7 @@ vdi_revert: to clone). Capabilities are derived from what is overridden,
 so a driver cannot advertise an operation it does not have.
 """
 
-from __future__ import annotations
-
-from smlib.errors import SRError
+from smlib.protocol.errors import SRError
 
 
 class Call:
@@ -53,7 +51,7 @@ class Call:
 
 
 # Command -> capability it advertises when a driver implements it.
-CAPABILITIES: dict[str, str] = {
+CAPABILITIES: "dict[str, str]" = {
     "sr_probe": "SR_PROBE",
     "sr_update": "SR_UPDATE",
     "vdi_create": "VDI_CREATE",
@@ -72,7 +70,7 @@ CAPABILITIES: dict[str, str] = {
 
 
 def _unimplemented(command: str):
-    def method(self: SR) -> object:
+    def method(self: "SR") -> object:
         raise SRError.from_name(
             "Unimplemented", opterr=f"{type(self).__name__} does not implement {command}"
         )
@@ -95,13 +93,13 @@ class SR:
         "configuration": [],
     }
     # Capabilities that are not a command (e.g. "VDI_RESET_ON_BOOT/2").
-    EXTRA_CAPABILITIES: tuple[str, ...] = ()
+    EXTRA_CAPABILITIES: "tuple[str, ...]" = ()
 
     def __init__(self, call: Call) -> None:
         self.call = call
 
     @classmethod
-    def capabilities(cls) -> list[str]:
+    def capabilities(cls) -> "list[str]":
         implemented = [
             capability
             for command, capability in CAPABILITIES.items()
@@ -154,9 +152,9 @@ def vdi_info(uuid: str, location: str, **extra: object) -> dict:
 def attach_info(
     params: str,
     *,
-    xenstore_data: dict[str, str] | None = None,
-    params_nbd: str | None = None,
-    o_direct: bool | None = None,
+    xenstore_data: "dict[str, str] | None" = None,
+    params_nbd: "str | None" = None,
+    o_direct: "bool | None" = None,
 ) -> dict:
     """The struct vdi_attach returns: `params` is what blkback opens."""
     result: dict = {"params": params, "xenstore_data": dict(xenstore_data or {})}

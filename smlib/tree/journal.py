@@ -13,11 +13,9 @@ Nth call of ``mutation_point()`` in this process ends it at once with
 The tree calls it right before every mutation of the SR.
 """
 
-from __future__ import annotations
-
 import json
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Dict
 
 from smlib.stores.base import Store
 
@@ -44,7 +42,7 @@ def reset_points() -> None:
     _points_seen = 0
 
 
-Record = dict[str, Any]
+Record = Dict[str, Any]
 Handler = Callable[[Record], None]
 
 
@@ -65,7 +63,7 @@ class Journal:
         mutation_point()
         self.store.journal_remove(key)
 
-    def pending(self) -> list[tuple[str, Record]]:
+    def pending(self) -> "list[tuple[str, Record]]":
         out = []
         for key, data in sorted(self.store.journal_items().items()):
             try:
@@ -73,12 +71,12 @@ class Journal:
             except ValueError:
                 # A torn record cannot exist (writes are atomic); an
                 # unreadable one is reported rather than guessed at.
-                from smlib.errors import SRError
+                from smlib.protocol.errors import SRError
 
                 raise SRError.from_name("MetadataError", f"bad journal record {key}") from None
         return out
 
-    def replay(self, handlers: dict[str, Handler]) -> int:
+    def replay(self, handlers: "dict[str, Handler]") -> int:
         """Run the handler of every pending record, then drop the record.
         Returns how many records were replayed."""
         done = 0

@@ -3,8 +3,6 @@
 Never stdout: stdout carries nothing but the driver's methodResponse.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 import time

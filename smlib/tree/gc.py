@@ -17,14 +17,12 @@ idempotent, so a crash anywhere is finished by replay. Runs under the SR
 lock after revert, delete, replay and sr_scan, until nothing is left.
 """
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING, Optional
 
-from smlib.journal import Record, mutation_point
+from smlib.tree.journal import Record, mutation_point
 
 if TYPE_CHECKING:
-    from smlib.tree import Tree
+    from smlib.tree.tree import Tree
 
 # A safety bound on one collection (each step removes a volume, so the
 # loop always ends; this only caps the time one command may spend).
@@ -32,7 +30,7 @@ MAX_STEPS = 1000
 
 
 class GC:
-    def __init__(self, tree: Tree) -> None:
+    def __init__(self, tree: "Tree") -> None:
         self.tree = tree
 
     def handlers(self) -> dict:
@@ -71,7 +69,7 @@ class GC:
                 return uuid
         return None
 
-    def coalescable(self) -> Optional[tuple[str, str, bool]]:
+    def coalescable(self) -> "Optional[tuple[str, str, bool]]":
         """(base, parent, bypass) of a base to fold into its parent."""
         vdis = self.tree.meta.vdis
         counts = self.tree.meta.child_counts()

@@ -13,8 +13,6 @@ dateTime.iso8601 is read as its text. A document type declaration is
 refused outright, so no entity can ever be expanded (billion laughs).
 """
 
-from __future__ import annotations
-
 import binascii
 from xml.parsers import expat
 
@@ -146,7 +144,7 @@ class _Decoder:
             self.stack[mark:] = [dict(zip(items[::2], items[1::2]))]
 
 
-def _parse(data: str | bytes, root: str) -> _Decoder:
+def _parse(data: "str | bytes", root: str) -> _Decoder:
     decoder = _Decoder(root)
     parser = expat.ParserCreate()
     parser.buffer_text = True
@@ -170,7 +168,7 @@ def _parse(data: str | bytes, root: str) -> _Decoder:
     return decoder
 
 
-def loads_call(data: str | bytes) -> tuple[str, tuple]:
+def loads_call(data: "str | bytes") -> "tuple[str, tuple]":
     """Decode a methodCall -> (methodName, params)."""
     decoder = _parse(data, "methodCall")
     if decoder.method_name is None:
@@ -178,7 +176,7 @@ def loads_call(data: str | bytes) -> tuple[str, tuple]:
     return decoder.method_name, tuple(decoder.stack)
 
 
-def loads_response(data: str | bytes) -> object:
+def loads_response(data: "str | bytes") -> object:
     """Decode a methodResponse -> its one value; a fault raises Fault."""
     decoder = _parse(data, "methodResponse")
     if decoder.kind == "fault":
@@ -197,7 +195,7 @@ def loads_response(data: str | bytes) -> object:
 
 # ---------------------------------------------------------------- encoding
 
-_escape_table: dict[int, str] | None = None
+_escape_table: "dict[int, str] | None" = None
 
 
 def escape(text: str) -> str:
@@ -218,7 +216,7 @@ def escape(text: str) -> str:
     return text.translate(_escape_table)
 
 
-def _dump(value: object, out: list[str]) -> None:
+def _dump(value: object, out: "list[str]") -> None:
     # bool before int: bool is an int subclass.
     if value is None:
         out.append("<value><nil/></value>\n")
@@ -269,7 +267,7 @@ def dumps_fault(code: int, string: str) -> str:
     return "".join(out)
 
 
-def dumps_call(method_name: str, params: tuple | list) -> str:
+def dumps_call(method_name: str, params: "tuple | list") -> str:
     """A methodCall (what a toolstack passes to a driver)."""
     out = [f"<?xml version='1.0'?>\n<methodCall>\n<methodName>{escape(method_name)}</methodName>\n"]
     out.append("<params>\n")

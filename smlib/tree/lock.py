@@ -4,8 +4,6 @@ Every command that reads-then-changes the SR holds it. Waiting is bounded
 so that no command hangs: after ``timeout`` seconds it fails with LockErr.
 """
 
-from __future__ import annotations
-
 import fcntl
 import os
 import time
@@ -38,7 +36,7 @@ class SRLock:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     os.close(fd)
-                    from smlib.errors import SRError
+                    from smlib.protocol.errors import SRError
 
                     raise SRError.from_name(
                         "LockErr", f"SR lock {self.path} held for {self.timeout:.0f}s"
@@ -52,7 +50,7 @@ class SRLock:
             os.close(self._fd)  # closing the fd drops the flock
             self._fd = None
 
-    def __enter__(self) -> SRLock:
+    def __enter__(self) -> "SRLock":
         self.acquire()
         return self
 

@@ -15,8 +15,6 @@ Document shape::
     </sr>
 """
 
-from __future__ import annotations
-
 import xml.etree.ElementTree as ET
 from typing import Optional
 
@@ -61,7 +59,7 @@ class VDIRecord:
         return {name: getattr(self, name) for name in DEFAULTS}
 
     @classmethod
-    def from_dict(cls, d: dict) -> VDIRecord:
+    def from_dict(cls, d: dict) -> "VDIRecord":
         return cls(**{k: v for k, v in d.items() if k in DEFAULTS})
 
     def __eq__(self, other: object) -> bool:
@@ -92,12 +90,12 @@ def _value(name: str, text: str):
 class Metadata:
     """The SR's VDI records by uuid."""
 
-    def __init__(self, sr_uuid: str = "", vdis: Optional[dict[str, VDIRecord]] = None) -> None:
+    def __init__(self, sr_uuid: str = "", vdis: "Optional[dict[str, VDIRecord]]" = None) -> None:
         self.sr_uuid = sr_uuid
         self.vdis: dict[str, VDIRecord] = vdis if vdis is not None else {}
 
     @classmethod
-    def parse(cls, data: Optional[bytes]) -> Metadata:
+    def parse(cls, data: Optional[bytes]) -> "Metadata":
         """Parse a document (None: an SR with no metadata yet)."""
         if not data:
             return cls()
@@ -110,7 +108,7 @@ class Metadata:
                 )
                 vdis[rec.uuid] = rec
         except (ET.ParseError, ValueError, TypeError) as e:
-            from smlib.errors import SRError
+            from smlib.protocol.errors import SRError
 
             raise SRError.from_name("MetadataError", f"SR metadata unreadable: {e}") from None
         return cls(root.get("uuid", ""), vdis)
@@ -124,10 +122,10 @@ class Metadata:
 
     # ---------------------------------------------------------- queries
 
-    def children(self, uuid: str) -> list[str]:
+    def children(self, uuid: str) -> "list[str]":
         return sorted(u for u, r in self.vdis.items() if r.parent == uuid)
 
-    def child_counts(self) -> dict[str, int]:
+    def child_counts(self) -> "dict[str, int]":
         counts: dict[str, int] = {}
         for rec in self.vdis.values():
             if rec.parent:
@@ -144,5 +142,5 @@ class Metadata:
             uuid = self.vdis[uuid].parent
         return n
 
-    def visible(self) -> list[VDIRecord]:
+    def visible(self) -> "list[VDIRecord]":
         return [r for r in self.vdis.values() if not r.hidden]

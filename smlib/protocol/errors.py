@@ -5,16 +5,14 @@ lxml, only when the first error is built: the driver's start-up path never
 pays for lxml.
 """
 
-from __future__ import annotations
-
 import os
 
 ERRORCODES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "XE_SR_ERRORCODES.xml")
 
-_table: dict[str, tuple[int, str]] | None = None
+_table: "dict[str, tuple[int, str]] | None" = None
 
 
-def load_table(path: str = ERRORCODES_FILE) -> dict[str, tuple[int, str]]:
+def load_table(path: str = ERRORCODES_FILE) -> "dict[str, tuple[int, str]]":
     """Parse an error-code file into {name: (value, description)}."""
     from lxml import etree  # deferred: ~20 ms of import the happy path skips
 
@@ -35,7 +33,7 @@ def load_table(path: str = ERRORCODES_FILE) -> dict[str, tuple[int, str]]:
     return table
 
 
-def codes() -> dict[str, tuple[int, str]]:
+def codes() -> "dict[str, tuple[int, str]]":
     """The error table, loaded once per process."""
     global _table
     if _table is None:
@@ -47,7 +45,7 @@ class SRError(Exception):
     """A storage error with its SM code; smapi turns it into an XML-RPC fault."""
 
     def __init__(
-        self, code: int, name: str, description: str, opterr: str | None = None
+        self, code: int, name: str, description: str, opterr: "str | None" = None
     ) -> None:
         super().__init__(code, name, description, opterr)
         self.code = code
@@ -56,7 +54,7 @@ class SRError(Exception):
         self.opterr = opterr
 
     @classmethod
-    def from_name(cls, name: str, opterr: str | None = None) -> SRError:
+    def from_name(cls, name: str, opterr: "str | None" = None) -> "SRError":
         """Build the error called `name` in the table; unknown name -> KeyError."""
         table = codes()
         if name not in table:

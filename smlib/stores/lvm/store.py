@@ -2,8 +2,8 @@
 
 Volume ``N`` is the LV ``VHD-N`` holding a VHD image whose trailing footer
 sits at the end of its data (the LV may be larger). The LV ``MGT`` holds the
-SR metadata and the journal (``smlib.stores.mgt``). The lock is a host-local
-file. lvm2 is reached only through ``smlib.stores.lvm`` (or a fake with the
+SR metadata and the journal (``smlib.stores.lvm.mgt``). The lock is a host-local
+file. lvm2 is reached only through ``smlib.stores.lvm.lvm2`` (or a fake with the
 same functions, given as ``lvm=``).
 
 One ``pvs --segments`` run (``lvm.layout``) tells a command the whole VG;
@@ -23,20 +23,18 @@ How an LV's bytes are reached is one replaceable piece, chosen by
   contiguous is refused with a clear error, never mapped wrongly.
 """
 
-from __future__ import annotations
-
 import os
 import stat
 import struct
 import time
 from typing import Optional, Sequence
 
-from smlib.errors import SRError
-from smlib.journal import mutation_point
-from smlib.stores import lvm as lvm_module
-from smlib.stores import mgt
+from smlib.protocol.errors import SRError
 from smlib.stores.base import Store, fsync_path, is_volume_name
-from smlib.stores.lvm import Extents, Layout, LVInfo
+from smlib.stores.lvm import lvm2 as lvm_module
+from smlib.stores.lvm import mgt
+from smlib.stores.lvm.lvm2 import Extents, Layout, LVInfo
+from smlib.tree.journal import mutation_point
 
 VG_PREFIX = "VG_XenStorage-"
 LV_PREFIX = "VHD-"
@@ -70,7 +68,7 @@ class LVChangeActivation:
 
     places_extents = False
 
-    def activate(self, store: LVMStore, lv: str) -> tuple[str, bool]:
+    def activate(self, store: "LVMStore", lv: str) -> "tuple[str, bool]":
         """The LV's path, and whether this call made it reachable."""
         path = f"/dev/{store.vg}/{lv}"
         if os.path.exists(path):
@@ -78,23 +76,23 @@ class LVChangeActivation:
         store.lvm.lvchange_activate(store.vg, [lv], True)
         return path, True
 
-    def deactivate(self, store: LVMStore, lvs: Sequence[str]) -> None:
+    def deactivate(self, store: "LVMStore", lvs: Sequence[str]) -> None:
         if lvs:
             store.lvm.lvchange_activate(store.vg, list(lvs), False)
 
-    def before_remove(self, store: LVMStore, lv: str) -> None:
+    def before_remove(self, store: "LVMStore", lv: str) -> None:
         """lvremove -f deactivates by itself."""
         return None
 
-    def still_maps(self, store: LVMStore, lv: str, path: str) -> bool:
+    def still_maps(self, store: "LVMStore", lv: str, path: str) -> bool:
         return os.path.exists(path)
 
-    def after_resize(self, store: LVMStore, lv: str, old_size: int) -> None:
+    def after_resize(self, store: "LVMStore", lv: str, old_size: int) -> None:
         """device-mapper follows lvresize by itself; the path stays valid."""
         return None
 
 
-def _loop_devices() -> dict[str, tuple[str, int, int]]:
+def _loop_devices() -> "dict[str, tuple[str, int, int]]":
     """Attached loop devices: /dev/loopN -> (backing file, offset, sizelimit).
 
     A device being detached is left out: ``losetup -d`` on a device that
@@ -123,10 +121,11 @@ def _loop_devices() -> dict[str, tuple[str, int, int]]:
     return found
 
 
-def _losetup(args: list[str]) -> str:
+def _losetup(args: "list[str]") -> str:
     import subprocess  # deferred: keep driver start-up light
 
-    proc = subprocess.run(["losetup", *args], capture_output=True, text=True, timeout=60,
+    proc = subprocess.run(["losetup", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=60,
                           stdin=subprocess.DEVNULL, check=False)
     if proc.returncode != 0:
         raise SRError.from_name("LVMMount", f"losetup {' '.join(args)}: {proc.stderr.strip()}")
@@ -139,7 +138,7 @@ class LoopActivation:
 
     places_extents = True
 
-    def _window(self, store: LVMStore, lv: str) -> tuple[str, int, int]:
+    def _window(self, store: "LVMStore", lv: str) -> "tuple[str, int, int]":
         info = store.layout().lvs.get(lv)
         if info is None:
             raise SRError.from_name("VDIUnavailable", f"LV {store.vg}/{lv} does not exist")
@@ -153,16 +152,16 @@ class LoopActivation:
         es = store.layout().extent_size
         return run.pv, pv.pe_start + run.start * es, run.count * es
 
-    def still_maps(self, store: LVMStore, lv: str, path: str) -> bool:
+    def still_maps(self, store: "LVMStore", lv: str, path: str) -> bool:
         """Whether ``path`` is still a window on the LV (sysfs only, cheap)."""
         return path in self._windows(*self._window(store, lv))
 
-    def _windows(self, pv: str, offset: int, size: int) -> list[str]:
+    def _windows(self, pv: str, offset: int, size: int) -> "list[str]":
         real = os.path.realpath(pv)
         return sorted(dev for dev, (backing, off, limit) in _loop_devices().items()
                       if os.path.realpath(backing) == real and off == offset and limit == size)
 
-    def activate(self, store: LVMStore, lv: str) -> tuple[str, bool]:
+    def activate(self, store: "LVMStore", lv: str) -> "tuple[str, bool]":
         """The loop device, and whether this call attached it."""
         pv, offset, size = self._window(store, lv)
         for dev in self._windows(pv, offset, size):
@@ -177,11 +176,11 @@ class LoopActivation:
                 time.sleep(0.05)
         return _losetup(args), True
 
-    def deactivate(self, store: LVMStore, lvs: Sequence[str]) -> None:
+    def deactivate(self, store: "LVMStore", lvs: Sequence[str]) -> None:
         for lv in lvs:
             self.before_remove(store, lv)
 
-    def before_remove(self, store: LVMStore, lv: str) -> None:
+    def before_remove(self, store: "LVMStore", lv: str) -> None:
         """Detach every loop device mapping the LV: no window may outlive
         the extents it shows."""
         try:
@@ -192,7 +191,7 @@ class LoopActivation:
             fsync_path(dev)
             _losetup(["-d", dev])
 
-    def after_resize(self, store: LVMStore, lv: str, old_size: int) -> None:
+    def after_resize(self, store: "LVMStore", lv: str, old_size: int) -> None:
         """Windows of the LV take its new size, keeping their path, as a
         device-mapper device does (the LV grew or shrank at its end)."""
         pv, offset, size = self._window(store, lv)
@@ -276,7 +275,7 @@ def _give_back(layout: Layout, pv: str, start: int, count: int) -> None:
 class LVMStore(Store):
     SIZED_CONTAINERS = True
 
-    def __init__(self, device_config: dict[str, str], sr_uuid: Optional[str], *,
+    def __init__(self, device_config: "dict[str, str]", sr_uuid: Optional[str], *,
                  lvm=None, activation=None) -> None:
         super().__init__(device_config, sr_uuid)
         raw = (device_config or {}).get("device")
@@ -345,7 +344,7 @@ class LVMStore(Store):
         with open(path, "a"):
             pass
 
-    def _check_devices(self) -> list[str]:
+    def _check_devices(self) -> "list[str]":
         owners = self.lvm.pv_owners()
         fresh = []
         for dev in self.devices:
@@ -414,7 +413,7 @@ class LVMStore(Store):
     def sr_detach(self) -> None:
         self._deactivate_all(everything=True)
 
-    def probe(self) -> list[dict[str, str]]:
+    def probe(self) -> "list[dict[str, str]]":
         owners = self.lvm.pv_owners()
         found = []
         for dev in self.devices:
@@ -437,7 +436,7 @@ class LVMStore(Store):
 
     # ------------------------------------------------------------ volumes
 
-    def list_volumes(self) -> list[str]:
+    def list_volumes(self) -> "list[str]":
         return sorted(lv[len(LV_PREFIX):] for lv in self.layout().lvs
                       if lv.startswith(LV_PREFIX) and is_volume_name(lv[len(LV_PREFIX):]))
 
@@ -564,7 +563,7 @@ class LVMStore(Store):
         if lv in self.layout().lvs:
             self._remove_lvs([lv])
 
-    def _remove_lvs(self, lvs: list[str]) -> None:
+    def _remove_lvs(self, lvs: "list[str]") -> None:
         for lv in lvs:
             self._drop_activation(lv)
         self.lvm.lvremove(self.vg, lvs)
@@ -631,7 +630,7 @@ class LVMStore(Store):
                 if keep:
                     self._active[lv] = (path, False)
                 return path
-            from smlib import log
+            from smlib.protocol import log
 
             log.write("LVMStore", f"{path} no longer maps {self.vg}/{lv}; activating again")
             del self._active[lv]
@@ -691,7 +690,7 @@ class LVMStore(Store):
 
     # ------------------------------------------------------ bookkeeping
 
-    def _mgt_path(self) -> tuple[str, int]:
+    def _mgt_path(self) -> "tuple[str, int]":
         if MGT_LV not in self.layout().lvs:
             raise SRError.from_name("SRUnavailable", f"{self.vg} has no {MGT_LV} volume")
         return self._activate_lv(MGT_LV), self.layout().lvs[MGT_LV].size
@@ -721,7 +720,7 @@ class LVMStore(Store):
         self._state().journal[key] = bytes(data)
         self._save_mgt()
 
-    def journal_items(self) -> dict[str, bytes]:
+    def journal_items(self) -> "dict[str, bytes]":
         return dict(self._state().journal)
 
     def journal_remove(self, key: str) -> None:

@@ -1,7 +1,7 @@
 """Snapshot / clone / revert / delete over any store (DESIGN section 6).
 
 Written once for FileSR and LVMSR: volumes are reached only through a
-``smlib.stores.base.Store``. The SR metadata (smlib.metadata) is the index
+``smlib.stores.base.Store``. The SR metadata (smlib.tree.metadata) is the index
 of volumes and their parents; the images are the truth and replay re-reads
 them wherever a crash could have left the two apart.
 
@@ -9,21 +9,19 @@ Every multi-step change follows one pattern: check everything (refusals
 change nothing), journal the intent, then run a *forward* function that is
 idempotent and re-derives what is already done from the store, so that
 replay can call the same function after a crash. ``mutation_point()``
-(smlib.journal) precedes every mutation for crash-injection tests.
+(smlib.tree.journal) precedes every mutation for crash-injection tests.
 
 The caller holds the SR lock and calls ``replay()`` first.
 """
-
-from __future__ import annotations
 
 import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator, Optional
 
-from smlib.errors import SRError
-from smlib.journal import Journal, Record, mutation_point
-from smlib.metadata import Metadata, VDIRecord
+from smlib.protocol.errors import SRError
 from smlib.stores.base import Store, is_uuid, split_transient
+from smlib.tree.journal import Journal, Record, mutation_point
+from smlib.tree.metadata import Metadata, VDIRecord
 from smlib.uuids import uuid4
 
 if TYPE_CHECKING:
@@ -63,7 +61,7 @@ def empty_overhead(virtual_size: int) -> int:
 _ONE_BLOCK_FLOOR = 1536 + BLOCK + 512 + 512
 
 
-def is_empty(img: Image) -> bool:
+def is_empty(img: "Image") -> bool:
     """True when the image has no allocated block. Answered from the image's
     size when no block can fit (no 4 MiB BAT read for an empty 2 TiB
     snapshot); otherwise from the BAT."""
@@ -77,7 +75,7 @@ class Tree:
     """One command's view of an SR: metadata plus the store's volumes."""
 
     def __init__(self, store: Store) -> None:
-        from smlib.gc import GC  # gc builds on the primitives below
+        from smlib.tree.gc import GC  # gc builds on the primitives below
 
         self.store = store
         self.journal = Journal(store)
@@ -93,7 +91,7 @@ class Tree:
         self.store.write_metadata(self.meta.serialise())
 
     @contextmanager
-    def open(self, name: str, writable: bool = False) -> Iterator[Image]:
+    def open(self, name: str, writable: bool = False) -> "Iterator[Image]":
         from smlib import vhd
 
         try:
@@ -107,7 +105,7 @@ class Tree:
         finally:
             img.close()
 
-    def parent_of(self, img: Image) -> str:
+    def parent_of(self, img: "Image") -> str:
         """The volume name an open image's parent locator names ("" for none)."""
         loc = img.parent_locator
         if loc is None:
@@ -511,7 +509,7 @@ class Tree:
             self.save()
         self.gc.collect()
 
-    def listing(self) -> list[dict]:
+    def listing(self) -> "list[dict]":
         """vdi_list: one struct per VDI (bases included, marked hidden)."""
         out = []
         for uuid in sorted(self.meta.vdis):

@@ -12,13 +12,11 @@ LV, its size and physical extents, the free gaps and each PV's data
 offset, so a command learns the whole VG in one run.
 """
 
-from __future__ import annotations
-
 import collections
 import os
 from typing import Iterable, Optional, Sequence
 
-from smlib.errors import SRError
+from smlib.protocol.errors import SRError
 
 #: Extra lvm2 configuration text passed as ``--config`` to every run.
 CONFIG_ENV = "SMLIB_LVM_CONFIG"
@@ -27,7 +25,7 @@ BIN_ENV = "SMLIB_LVM_BIN"
 DEFAULT_TIMEOUT = 120.0
 
 #: lvm2 runs made by this process, by command name (benchmarks reset it).
-RUNS: collections.Counter[str] = collections.Counter()
+RUNS: "collections.Counter[str]" = collections.Counter()
 
 # lvm2 prints these on stderr on success too; they are noise in an error.
 _NOISE_PREFIXES = ("WARNING:", "File descriptor ")
@@ -74,7 +72,8 @@ def run(command: str, args: Sequence[str], *, error: str,
     env = dict(os.environ, LVM_SUPPRESS_FD_WARNINGS="1")
     RUNS[command] += 1
     try:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, universal_newlines=True,
                               timeout=timeout, env=env, check=False)
     except subprocess.TimeoutExpired as exc:
         raise SRError.from_name(error, f"{command} timed out after {timeout:g}s") from exc
@@ -90,7 +89,7 @@ def failure(command: str, args: Sequence[str], message: str, error: str) -> SREr
     return SRError.from_name(name, f"{command} {' '.join(args)}: {message}")
 
 
-def _report(stdout: str, kind: str) -> list[dict[str, str]]:
+def _report(stdout: str, kind: str) -> "list[dict[str, str]]":
     import json  # deferred: keep driver start-up light
 
     try:
@@ -131,7 +130,7 @@ class LVInfo:
     __slots__ = ("name", "size", "segments")
 
     def __init__(self, name: str, size: int,
-                 segments: Optional[list[tuple[int, Extents]]] = None) -> None:
+                 segments: "Optional[list[tuple[int, Extents]]]" = None) -> None:
         self.name = name
         self.size = size                        # bytes
         # (logical extent, physical run), sorted by logical extent
@@ -152,8 +151,8 @@ class Layout:
 
     __slots__ = ("vg", "extent_size", "pvs", "lvs", "free")
 
-    def __init__(self, vg: str, extent_size: int, pvs: dict[str, PVInfo],
-                 lvs: dict[str, LVInfo], free: list[Extents]) -> None:
+    def __init__(self, vg: str, extent_size: int, pvs: "dict[str, PVInfo]",
+                 lvs: "dict[str, LVInfo]", free: "list[Extents]") -> None:
         self.vg = vg
         self.extent_size = extent_size
         self.pvs = pvs
@@ -194,7 +193,7 @@ def layout(vg: str) -> Optional[Layout]:
     return found
 
 
-def pv_owners() -> dict[str, str]:
+def pv_owners() -> "dict[str, str]":
     """Every PV lvm2 sees, by real path, with its VG name ('' when none)."""
     out = run("pvs", ["--reportformat", "json", "-o", "pv_name,vg_name"], error="PVSfailed")
     return {os.path.realpath(row["pv_name"]): row["vg_name"] for row in _report(out, "pv")}
@@ -202,7 +201,7 @@ def pv_owners() -> dict[str, str]:
 
 # ----------------------------------------------------------------- changes
 
-def _ranges(ranges: Optional[Iterable[Extents]]) -> list[str]:
+def _ranges(ranges: Optional[Iterable[Extents]]) -> "list[str]":
     return [f"{r.pv}:{r.start}-{r.start + r.count - 1}" for r in ranges or ()]
 
 

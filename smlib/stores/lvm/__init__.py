@@ -1,0 +1,1 @@
+"""The LVM store: lvm2 wrapper, the store itself, the MGT volume."""

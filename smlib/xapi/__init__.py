@@ -1,0 +1,1 @@
+"""The session back to xapi (OpaqueRef lookup over the local XenAPI connection)."""
