@@ -9,7 +9,7 @@ import hashlib
 import signal
 
 import pytest
-from xapi_harness import dispatch, run_driver, xapi_call, xapi_params, xapi_xml
+from helpers.xapi_harness import dispatch, run_driver, xapi_call, xapi_params, xapi_xml
 
 # Bytes longer than this are explained by length, first difference and hash:
 # pytest's own diff of two disk images (under CI, in full) runs for minutes.

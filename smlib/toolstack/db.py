@@ -63,6 +63,12 @@ CREATE TABLE vbd (
 """
 
 
+# Kinds of `pending` records (operations in progress); recovery.py finishes them.
+PENDING_VM_SNAPSHOT = "vm_snapshot"
+PENDING_VDI_REVERT = "vdi_revert"
+PENDING_VM_REVERT = "vm_revert"
+
+
 # Version n's changes, applied in order to a database at version n-1. SCHEMA
 # above is version 1.
 MIGRATIONS: "dict[int, str]" = {

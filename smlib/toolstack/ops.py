@@ -9,10 +9,19 @@ own list where the driver can give one.
 
 import datetime
 import uuid as uuidlib
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional
 
-from smlib.toolstack.db import Database, SRRecord, VBDRecord, VDIRecord, VMRecord
+from smlib.toolstack.db import (
+    PENDING_VM_SNAPSHOT,
+    Database,
+    SRRecord,
+    VBDRecord,
+    VDIRecord,
+    VMRecord,
+)
+from smlib.toolstack.revert import Reverts
 from smlib.toolstack.runner import (
+    CODE_UNIMPLEMENTED,
     NULL_REF,
     Call,
     DriverFault,
@@ -20,17 +29,6 @@ from smlib.toolstack.runner import (
     ToolstackError,
     new_ref,
 )
-
-if TYPE_CHECKING:  # revert.py imports this module
-    from smlib.toolstack.revert import DiskRevert, VMRevert
-
-CODE_UNIMPLEMENTED = 38
-CODE_VDI_MISSING = 144
-
-# Kinds of `pending` records (operations in progress); recovery.py finishes them.
-PENDING_VM_SNAPSHOT = "vm_snapshot"
-PENDING_VDI_REVERT = "vdi_revert"
-PENDING_VM_REVERT = "vm_revert"
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 
@@ -72,7 +70,10 @@ def uuid_invalid(kind: str, uuid: str) -> ToolstackError:
     return ToolstackError("UUID_INVALID", f"no {kind} with uuid {uuid}")
 
 
-class Toolstack:
+class Toolstack(Reverts):
+    """The toolstack's operations on its database and drivers. VDI.revert
+    and VM.revert come from ``Reverts`` (revert.py), built on these."""
+
     def __init__(self, db: Database, runner: Optional[Runner] = None) -> None:
         self.db = db
         self.runner = runner or Runner()
@@ -445,23 +446,3 @@ class Toolstack:
             except ToolstackError as exc:
                 failed.append(f"{vdi.uuid}: {exc}")
         return failed
-
-    # Reverts live in revert.py; imports in transfer.py.
-
-    def VDI_revert(self, snapshot_ref: str,
-                   driver_params: "Optional[dict[str, str]]" = None) -> str:
-        """xapi's shape: VDI.revert(snapshot, driver_params) -> the ref of the reverted disk
-        (the target's own ref in place, the clone's after the fallback)."""
-        return self.vdi_revert(self.vdi_by_ref(snapshot_ref), driver_params).result.ref
-
-    def vdi_revert(
-        self, snapshot: VDIRecord, driver_params: "Optional[dict[str, str]]" = None
-    ) -> "DiskRevert":
-        from smlib.toolstack.revert import revert_vdi
-
-        return revert_vdi(self, snapshot, driver_params)
-
-    def vm_revert(self, snapshot: VMRecord) -> "VMRevert":
-        from smlib.toolstack.revert import revert_vm
-
-        return revert_vm(self, snapshot)

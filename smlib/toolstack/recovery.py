@@ -10,13 +10,14 @@ itself interrupted.
 
 from typing import Callable
 
-from smlib.toolstack.db import VDIRecord, VMRecord
-from smlib.toolstack.ops import (
+from smlib.toolstack.db import (
     PENDING_VDI_REVERT,
     PENDING_VM_REVERT,
     PENDING_VM_SNAPSHOT,
-    Toolstack,
+    VDIRecord,
+    VMRecord,
 )
+from smlib.toolstack.ops import Toolstack
 from smlib.toolstack.revert import finish_vdi_revert, finish_vm_revert
 from smlib.toolstack.runner import ToolstackError
 

@@ -15,15 +15,15 @@ come first and are undone if any fails; only then are old disks destroyed.
 from dataclasses import dataclass, field
 from typing import Optional
 
-from smlib.toolstack.db import VBDRecord, VDIRecord, VMRecord
-from smlib.toolstack.ops import (
-    CODE_UNIMPLEMENTED,
-    CODE_VDI_MISSING,
+from smlib.toolstack.db import (
     PENDING_VDI_REVERT,
     PENDING_VM_REVERT,
-    Toolstack,
+    Database,
+    VBDRecord,
+    VDIRecord,
+    VMRecord,
 )
-from smlib.toolstack.runner import DriverFault, ToolstackError
+from smlib.toolstack.runner import CODE_UNIMPLEMENTED, CODE_VDI_MISSING, DriverFault, ToolstackError
 
 IN_PLACE = "in-place"
 CLONE = "clone"
@@ -57,7 +57,30 @@ class VMRevert:
     warnings: "list[str]" = field(default_factory=list)
 
 
-def find_target(ts: Toolstack, snapshot: VDIRecord) -> VDIRecord:
+class Reverts:
+    """VDI.revert and VM.revert, mixed into ``ops.Toolstack``. They are built
+    on its SR/VDI operations (``vdi_clone``, ``call_vdi``, ...), so the
+    functions below take the toolstack as ``ts``; this module imports
+    nothing of ops.py (ops imports it)."""
+
+    db: Database
+
+    def VDI_revert(self, snapshot_ref: str,
+                   driver_params: "Optional[dict[str, str]]" = None) -> str:
+        """xapi's shape: VDI.revert(snapshot, driver_params) -> the ref of the reverted disk
+        (the target's own ref in place, the clone's after the fallback)."""
+        return self.vdi_revert(self.vdi_by_ref(snapshot_ref), driver_params).result.ref
+
+    def vdi_revert(
+        self, snapshot: VDIRecord, driver_params: "Optional[dict[str, str]]" = None
+    ) -> "DiskRevert":
+        return revert_vdi(self, snapshot, driver_params)
+
+    def vm_revert(self, snapshot: VMRecord) -> "VMRevert":
+        return revert_vm(self, snapshot)
+
+
+def find_target(ts: "Reverts", snapshot: VDIRecord) -> VDIRecord:
     if not snapshot.is_a_snapshot:
         raise ToolstackError("VDI_IS_NOT_A_SNAPSHOT", f"VDI {snapshot.uuid} is not a snapshot")
     target = ts.db.get(VDIRecord, snapshot.snapshot_of) if snapshot.snapshot_of else None
@@ -70,7 +93,7 @@ def find_target(ts: Toolstack, snapshot: VDIRecord) -> VDIRecord:
 
 
 def try_in_place(
-    ts: Toolstack,
+    ts: "Reverts",
     snapshot: VDIRecord,
     target: VDIRecord,
     driver_params: "Optional[dict[str, str]]" = None,
@@ -91,7 +114,7 @@ def try_in_place(
     return True
 
 
-def clone_for(ts: Toolstack, snapshot: VDIRecord, target: Optional[VDIRecord]) -> VDIRecord:
+def clone_for(ts: "Reverts", snapshot: VDIRecord, target: Optional[VDIRecord]) -> VDIRecord:
     """The clone that will replace target, already carrying its names."""
     names = target or snapshot
     return ts.vdi_clone(
@@ -99,7 +122,7 @@ def clone_for(ts: Toolstack, snapshot: VDIRecord, target: Optional[VDIRecord]) -
     )
 
 
-def hand_over(ts: Toolstack, old: VDIRecord, new: VDIRecord, old_deleted: bool) -> None:
+def hand_over(ts: "Reverts", old: VDIRecord, new: VDIRecord, old_deleted: bool) -> None:
     """Give new the old disk's VBDs and snapshot_of links; forget old if it is gone."""
     with ts.db.transaction():
         ts.db.move_vbds(old.ref, new.ref)
@@ -112,7 +135,7 @@ def hand_over(ts: Toolstack, old: VDIRecord, new: VDIRecord, old_deleted: bool) 
 
 
 def revert_vdi(
-    ts: Toolstack, snapshot: VDIRecord, driver_params: "Optional[dict[str, str]]" = None
+    ts: "Reverts", snapshot: VDIRecord, driver_params: "Optional[dict[str, str]]" = None
 ) -> DiskRevert:
     """VDI.revert(snapshot, driver_params): the disk now holding the snapshot's contents."""
     target = find_target(ts, snapshot)
@@ -140,7 +163,7 @@ def revert_vdi(
     return outcome
 
 
-def finish_vdi_revert(ts: Toolstack, body: dict) -> str:
+def finish_vdi_revert(ts: "Reverts", body: dict) -> str:
     """Recovery of a killed revert_vdi fallback (its `pending` body)."""
     target = ts.db.get(VDIRecord, body["target"])
     clone = ts.db.get(VDIRecord, body["clone"]) if body.get("clone") else None
@@ -177,7 +200,7 @@ def _with_notes(exc: ToolstackError, notes: "list[str]") -> ToolstackError:
 IN_PLACE_STARTED = "in-place-started"  # vdi_revert sent; done or not is unknown
 
 
-def _plan(ts: Toolstack, snap: VMRecord, vm: VMRecord) -> "list[DiskRevert]":
+def _plan(ts: "Reverts", snap: VMRecord, vm: VMRecord) -> "list[DiskRevert]":
     plan = []
     for vbd in ts.vbds(snap):
         if vbd.type != "disk" or not vbd.vdi_ref:
@@ -195,7 +218,7 @@ def _plan(ts: Toolstack, snap: VMRecord, vm: VMRecord) -> "list[DiskRevert]":
 class _Journal:
     """The plan as a `pending` record, rewritten after every step."""
 
-    def __init__(self, ts: Toolstack, vm: VMRecord, snap: VMRecord,
+    def __init__(self, ts: "Reverts", vm: VMRecord, snap: VMRecord,
                  plan: "list[DiskRevert]", pending_id: Optional[int] = None) -> None:
         self.ts, self.vm, self.snap, self.plan = ts, vm, snap, plan
         self.phase = "prepare"
@@ -220,7 +243,7 @@ class _Journal:
         self.ts.db.pending_remove(self.id)
 
 
-def _rollback(ts: Toolstack, journal: _Journal) -> "list[str]":
+def _rollback(ts: "Reverts", journal: _Journal) -> "list[str]":
     """Undo the reversible steps taken so far; returns what could not be undone."""
     problems = []
     for step in journal.plan:
@@ -249,7 +272,7 @@ def _rollback(ts: Toolstack, journal: _Journal) -> "list[str]":
     return problems
 
 
-def _reversible_steps(ts: Toolstack, journal: _Journal) -> None:
+def _reversible_steps(ts: "Reverts", journal: _Journal) -> None:
     # A guard snapshot is only needed when a later step could fail.
     guard = len(journal.plan) > 1
     for step in journal.plan:
@@ -281,7 +304,7 @@ def _reversible_steps(ts: Toolstack, journal: _Journal) -> None:
         journal.save()
 
 
-def _commit(ts: Toolstack, journal: _Journal) -> "list[str]":
+def _commit(ts: "Reverts", journal: _Journal) -> "list[str]":
     journal.save("commit")  # from here on, an interrupted revert is finished, not undone
     warnings = []
     for step in journal.plan:
@@ -304,7 +327,7 @@ def _commit(ts: Toolstack, journal: _Journal) -> "list[str]":
     return warnings
 
 
-def _match_layout(ts: Toolstack, vm: VMRecord, snap: VMRecord, plan: "list[DiskRevert]") -> None:
+def _match_layout(ts: "Reverts", vm: VMRecord, snap: VMRecord, plan: "list[DiskRevert]") -> None:
     """Make the VM's VBDs the snapshot's, with each disk replaced by its reverted one."""
     final = {step.device: step.result.ref for step in plan if step.kind == "disk"}
     wanted = {v.device: v for v in ts.vbds(snap)}
@@ -324,7 +347,7 @@ def _match_layout(ts: Toolstack, vm: VMRecord, snap: VMRecord, plan: "list[DiskR
         ts.db.update(ts.db.get(VMRecord, vm.ref), suspend_vdi=suspend)
 
 
-def revert_vm(ts: Toolstack, snap: VMRecord) -> VMRevert:
+def revert_vm(ts: "Reverts", snap: VMRecord) -> VMRevert:
     if not snap.is_a_snapshot:
         raise ToolstackError("VM_IS_NOT_A_SNAPSHOT", f"VM {snap.uuid} is not a snapshot")
     vm = ts.db.get(VMRecord, snap.snapshot_of) if snap.snapshot_of else None
@@ -343,7 +366,7 @@ def revert_vm(ts: Toolstack, snap: VMRecord) -> VMRevert:
     return VMRevert(ts.db.get(VMRecord, vm.ref), journal.plan, warnings)
 
 
-def _load(ts: Toolstack, pending_id: int, body: dict) -> Optional[_Journal]:
+def _load(ts: "Reverts", pending_id: int, body: dict) -> Optional[_Journal]:
     vm = ts.db.get(VMRecord, body["vm"])
     snap = ts.db.get(VMRecord, body["snapshot"])
     if vm is None or snap is None:
@@ -364,7 +387,7 @@ def _load(ts: Toolstack, pending_id: int, body: dict) -> Optional[_Journal]:
     return journal
 
 
-def finish_vm_revert(ts: Toolstack, pending_id: int, body: dict) -> str:
+def finish_vm_revert(ts: "Reverts", pending_id: int, body: dict) -> str:
     """Recovery of a killed revert_vm: roll a prepare back, a commit forward."""
     journal = _load(ts, pending_id, body)
     if journal is None:  # its VM or disks were removed since: nothing to finish

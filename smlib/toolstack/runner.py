@@ -34,6 +34,10 @@ XAPI_ERROR_NAMES = {
 CODE_UNKNOWN_TYPE = 48  # SRUnknownType: no driver for this type
 CODE_GENERAL = 202  # SMGeneral: the driver broke the protocol
 
+# Driver fault codes the operations act on (XE_SR_ERRORCODES.xml).
+CODE_UNIMPLEMENTED = 38  # Unimplemented: fall back (clone for a revert)
+CODE_VDI_MISSING = 144  # VDIMissing: already gone
+
 
 def new_ref() -> str:
     return f"OpaqueRef:{uuidlib.uuid4()}"

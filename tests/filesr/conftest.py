@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from filesr_helpers import FileSRHarness
+from helpers.filesr_helpers import FileSRHarness
 
 
 @pytest.fixture

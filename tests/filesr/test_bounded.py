@@ -11,7 +11,7 @@ import os
 import random
 
 import pytest
-from filesr_helpers import FileSRHarness, pattern
+from helpers.filesr_helpers import FileSRHarness, pattern
 
 from smlib import vhd
 

@@ -15,7 +15,7 @@ import random
 import threading
 
 import pytest
-from filesr_helpers import DISK, FileSRHarness, pattern
+from helpers.filesr_helpers import DISK, FileSRHarness, pattern
 
 from smlib import vhd
 

@@ -11,7 +11,7 @@ that the metadata does not know, no journal and every image valid.
 from __future__ import annotations
 
 import pytest
-from filesr_helpers import FileSRHarness, pattern
+from helpers.filesr_helpers import FileSRHarness, pattern
 
 from smlib.tree import gc as gcmod
 from smlib.tree.journal import CRASH_ENV, CRASH_STATUS

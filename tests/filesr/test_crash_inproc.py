@@ -11,7 +11,7 @@ next command replays, contents are old or new, sr_scan leaves no leaks.
 from __future__ import annotations
 
 import pytest
-from filesr_helpers import DISK, FileSRHarness, pattern
+from helpers.filesr_helpers import DISK, FileSRHarness, pattern
 
 from smlib.tree import journal
 

@@ -12,7 +12,7 @@ import os
 import xmlrpc.client
 
 import pytest
-from filesr_helpers import DISK, MiB, pattern, tree_hashes
+from helpers.filesr_helpers import DISK, MiB, pattern, tree_hashes
 
 from smlib import vhd
 

@@ -6,7 +6,7 @@ import os
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
 
-from filesr_helpers import DISK, FileSRHarness, pattern, tree_hashes
+from helpers.filesr_helpers import DISK, FileSRHarness, pattern, tree_hashes
 
 from smlib import vhd
 

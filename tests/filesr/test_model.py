@@ -13,7 +13,7 @@ import tempfile
 import xmlrpc.client
 
 import pytest
-from filesr_helpers import DISK, FileSRHarness, pattern
+from helpers.filesr_helpers import DISK, FileSRHarness, pattern
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule

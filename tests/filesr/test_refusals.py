@@ -12,7 +12,7 @@ import subprocess
 import uuid as uuidlib
 
 import pytest
-from filesr_helpers import FileSRHarness, pattern, tree_hashes
+from helpers.filesr_helpers import FileSRHarness, pattern, tree_hashes
 
 from smlib.tree.tree import MAX_DEPTH
 

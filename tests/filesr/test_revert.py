@@ -16,8 +16,8 @@ import uuid as uuidlib
 from xmlrpc.server import SimpleXMLRPCDispatcher, SimpleXMLRPCRequestHandler
 
 import pytest
-from filesr_helpers import DISK, pyvhdi_read, tree_hashes
-from revert_scenarios import (
+from helpers.filesr_helpers import DISK, pyvhdi_read, tree_hashes
+from helpers.revert_scenarios import (
     P1,
     P2,
     P3,

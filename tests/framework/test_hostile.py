@@ -12,7 +12,7 @@ import time
 import xmlrpc.client
 
 import pytest
-from xapi_harness import driver_env, xapi_call
+from helpers.xapi_harness import driver_env, xapi_call
 
 from smlib.drivers.dummy import DummySR
 from smlib.protocol import smapi

@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 import pytest
-from xapi_harness import REPO_ROOT
+from helpers.xapi_harness import REPO_ROOT
 
 FORBIDDEN = ("lxml", "xmlrpc.client", "XenAPI", "http.client", "ssl", "email",
              "dataclasses", "inspect", "uuid", "platform", "hashlib", "subprocess")

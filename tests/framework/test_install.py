@@ -8,7 +8,7 @@ import sysconfig
 import xmlrpc.client
 
 import pytest
-from xapi_harness import REPO_ROOT, driver_env, xapi_call
+from helpers.xapi_harness import REPO_ROOT, driver_env, xapi_call
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 

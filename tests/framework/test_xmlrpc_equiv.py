@@ -211,7 +211,7 @@ xapi_values = st.recursive(
 @given(st.dictionaries(strings, xapi_values, max_size=8))
 def test_xapi_printed_calls_decode_like_stdlib(struct):
     """xapi's printer: bare-string <value>s, no whitespace, " and ' escaped."""
-    from xapi_harness import xapi_xml
+    from helpers.xapi_harness import xapi_xml
 
     text = xapi_xml(struct, "vdi_revert")
     assert xmlrpc.loads_call(text) == stdlib_decode(text)

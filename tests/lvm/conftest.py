@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from loop_pvs import LVM_ENV, LoopPVs, windows_of
+from helpers.loop_pvs import LVM_ENV, LoopPVs, windows_of
 
 
 @pytest.fixture(name="windows_of")
@@ -70,7 +70,7 @@ def harness_fns(run_driver, xapi_params, dispatch) -> tuple:
 @pytest.fixture
 def make_lvmsr(loop_pv, harness_fns, tmp_path, monkeypatch):
     """make_lvmsr() -> a fresh LVMSRHarness on its own loop device (sr_create done)."""
-    from lvmsr_helpers import LVMSRHarness
+    from helpers.lvmsr_helpers import LVMSRHarness
 
     monkeypatch.setenv("SMLIB_LVM_LOCK_DIR", str(tmp_path / "locks"))
     def make():

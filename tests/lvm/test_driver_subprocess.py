@@ -119,7 +119,7 @@ def test_concurrent_drivers_serialise_on_the_sr_lock(sr):
     SR lock serialises them; every VDI gets its snapshot, nothing is torn."""
     import threading
 
-    from lvmsr_helpers import LVMSRHarness
+    from helpers.lvmsr_helpers import LVMSRHarness
 
     vdis = [sr("vdi_create", args=[str(8 * MiB), f"d{i}", "", "", "false", "", "", "false"])
             .ok()["uuid"] for i in range(3)]

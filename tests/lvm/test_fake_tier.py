@@ -14,8 +14,8 @@ import uuid
 import xmlrpc.client
 
 import pytest
-from fakelvm import EXTENT, FakeLVM
-from lvm_rules import RULES, apply_rules
+from helpers.fakelvm import EXTENT, FakeLVM
+from helpers.lvm_rules import RULES, apply_rules
 
 from smlib import vhd
 from smlib.drivers.lvm import LVMSR

@@ -7,9 +7,9 @@ under test runs drivers/LVMSR as a program. Contents are judged by pyvhdi.
 from __future__ import annotations
 
 import pytest
-import revert_scenarios as scenario
-from lvmsr_helpers import LVMSRHarness
-from revert_scenarios import P1, P2, P3, assert_holds
+from helpers import revert_scenarios as scenario
+from helpers.lvmsr_helpers import LVMSRHarness
+from helpers.revert_scenarios import P1, P2, P3, assert_holds
 
 from smlib.stores.lvm import lvm2 as lvm
 from smlib.tree.journal import CRASH_STATUS

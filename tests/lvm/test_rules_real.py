@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from lvm_rules import RULES, apply_rules
+from helpers.lvm_rules import RULES, apply_rules
 
 from smlib.protocol.errors import SRError
 from smlib.stores.lvm import lvm2 as lvm

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from loop_pvs import LVM_ENV, LoopPVs
+from helpers.loop_pvs import LVM_ENV, LoopPVs
 
 from smlib.toolstack.db import VDIRecord
 from smlib.toolstack.revert import IN_PLACE

@@ -8,7 +8,8 @@ import xmlrpc.client
 
 import pytest
 
-from smlib.toolstack.cli import UsageError, parse_size, progress_bar
+from smlib.toolstack.cli.args import UsageError, parse_size
+from smlib.toolstack.cli.output import progress_bar
 from smlib.toolstack.db import SRRecord, VDIRecord
 from smlib.toolstack.ops import Toolstack
 from smlib.toolstack.runner import NULL_REF, DriverFault, Runner

@@ -8,7 +8,7 @@ are judged by pyvhdi through ``sr.read``.
 
 from __future__ import annotations
 
-from sr_harness import DISK, MiB, SRHarness, pattern
+from helpers.sr_harness import DISK, MiB, SRHarness, pattern
 
 P1, P2, P3 = pattern("P1"), pattern("P2"), pattern("P3")
 FAR = 5 * MiB  # a second written region, in another VHD block

@@ -17,8 +17,7 @@ import tempfile
 import uuid as uuidlib
 from typing import Optional
 
-from sr_harness import DISK, KiB, MiB, SRHarness, pattern, pyvhdi_chain_read
-
+from helpers.sr_harness import DISK, KiB, MiB, SRHarness, pattern, pyvhdi_chain_read
 from smlib import vhd
 from smlib.drivers.lvm import LVMSR
 from smlib.stores.lvm import lvm2 as lvm

@@ -13,8 +13,7 @@ import os
 import shutil
 import uuid as uuidlib
 
-from sr_harness import DISK, KiB, MiB, SRHarness, pattern, pyvhdi_chain_read
-
+from helpers.sr_harness import DISK, KiB, MiB, SRHarness, pattern, pyvhdi_chain_read
 from smlib import vhd
 from smlib.drivers.file import FileSR
 

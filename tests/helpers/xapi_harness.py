@@ -27,7 +27,7 @@ import uuid
 import xmlrpc.client
 from typing import NamedTuple, Optional, Union
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DRIVERS_DIR = os.path.join(REPO_ROOT, "drivers")
 
 # Commands about one VDI (xapi passes vdi_ref / vdi_uuid / vdi_location).
