@@ -32,6 +32,7 @@ class DummySR(SR):
         "required_api_version": "1.0",
         "configuration": [],
     }
+    CONTENT_TYPE = "phy"  # as sm's DummySR
 
     def sr_create(self) -> None:
         return None
@@ -57,7 +58,8 @@ class DummySR(SR):
 
     def vdi_create(self) -> dict:
         _size(self.call.arg(0, "virtual size"))
-        uuid = _new_uuid()
+        # xapi sends vdi_uuid with vdi_create only when it chose the uuid.
+        uuid = self.call.vdi_uuid or _new_uuid()
         return vdi_info(uuid, uuid)
 
     def vdi_delete(self) -> None:

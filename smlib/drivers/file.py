@@ -6,6 +6,9 @@ from smlib.stores.file import FileStore
 
 class FileSR(TreeSR):
     STORE = FileStore
+    # VHD files grow as they are written (stock FileSR says the same); LVMSR
+    # inflates a writable leaf to full size, so it does not.
+    EXTRA_CAPABILITIES = ("THIN_PROVISIONING",)
     DRIVER_INFO = {
         "name": "File",
         "description": "SR plugin which stores VHD disks as files in a directory,"

@@ -32,6 +32,7 @@ class TreeSR(SR):
     """A VHD-tree SR over ``STORE``; subclasses only pick the store."""
 
     STORE = Store  # a concrete subclass sets its store class
+    CONTENT_TYPE = "vhd"  # sm's sr_vditype for VHD SRs
 
     def store(self) -> Store:
         return self.STORE(self.call.device_config, self.call.sr_uuid)
@@ -122,7 +123,8 @@ class TreeSR(SR):
             type=self.call.vdi_type or "user",
         )
         with self.tree() as tree:
-            rec = tree.create(size, fields)
+            # xapi sends vdi_uuid with vdi_create only when it chose the uuid.
+            rec = tree.create(size, fields, self.call.vdi_uuid)
             return self._info(tree, rec.uuid)
 
     def vdi_delete(self) -> None:
@@ -165,11 +167,10 @@ class TreeSR(SR):
 
     def vdi_introduce(self) -> dict:
         cfg = self.call.vdi_sm_config
-        uuid = self.call.vdi_location or ""
         fields = dict(name_label=cfg.get("name_label", ""),
                       name_description=cfg.get("name_description", ""))
         with self.tree() as tree:
-            rec = tree.introduce(uuid, fields)
+            rec = tree.introduce(self.call.new_uuid, self.call.vdi_location, fields)
             return self._info(tree, rec.uuid)
 
     def vdi_update(self) -> None:

@@ -66,6 +66,9 @@ CAPABILITIES: "dict[str, str]" = {
     "vdi_introduce": "VDI_INTRODUCE",
     "vdi_update": "VDI_UPDATE",
     "vdi_revert": "VDI_REVERT",
+    "vdi_generate_config": "VDI_GENERATE_CONFIG",
+    "vdi_resize_online": "VDI_RESIZE_ONLINE",
+    "vdi_enable_cbt": "VDI_CONFIG_CBT",
 }
 
 
@@ -94,6 +97,8 @@ class SR:
     }
     # Capabilities that are not a command (e.g. "VDI_RESET_ON_BOOT/2").
     EXTRA_CAPABILITIES: "tuple[str, ...]" = ()
+    # sr_content_type's answer: sm's sr_vditype ("vhd" for VHD SRs, "phy" ...).
+    CONTENT_TYPE = ""
 
     def __init__(self, call: Call) -> None:
         self.call = call
@@ -141,7 +146,35 @@ class SR:
     vdi_introduce = _unimplemented("vdi_introduce")
     vdi_update = _unimplemented("vdi_update")
     vdi_revert = _unimplemented("vdi_revert")
+    vdi_generate_config = _unimplemented("vdi_generate_config")
+    vdi_attach_from_config = _unimplemented("vdi_attach_from_config")
+    vdi_detach_from_config = _unimplemented("vdi_detach_from_config")
+    vdi_compose = _unimplemented("vdi_compose")
+    vdi_resize_online = _unimplemented("vdi_resize_online")
+    vdi_enable_cbt = _unimplemented("vdi_enable_cbt")
+    vdi_disable_cbt = _unimplemented("vdi_disable_cbt")
+    vdi_data_destroy = _unimplemented("vdi_data_destroy")
+    vdi_list_changed_blocks = _unimplemented("vdi_list_changed_blocks")
     vdi_list = _unimplemented("vdi_list")  # extension: not sent by xapi
+
+    # What sm's base classes answer for every driver (SRCommand.py).
+
+    def vdi_epoch_begin(self) -> None:
+        """Sent on every VM start: nothing to do unless the VDI resets on
+        boot, which needs VDI_RESET_ON_BOOT/2 (Unimplemented without it)."""
+        if self.call.vdi_on_boot != "reset":
+            return None
+        raise SRError.from_name(
+            "Unimplemented",
+            opterr=f"{type(self).__name__} cannot reset {self.call.vdi_uuid} on boot",
+        )
+
+    def vdi_epoch_end(self) -> None:
+        """Sent when a VM stops: nothing to do (as sm)."""
+        return None
+
+    def sr_content_type(self) -> str:
+        return self.CONTENT_TYPE
 
 
 def vdi_info(uuid: str, location: str, **extra: object) -> dict:

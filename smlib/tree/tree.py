@@ -191,12 +191,18 @@ class Tree:
 
     # ------------------------------------------------------------ create
 
-    def create(self, virtual_size: int, fields: dict) -> VDIRecord:
+    def create(self, virtual_size: int, fields: dict, uuid: Optional[str] = None) -> VDIRecord:
+        """A new empty VDI; ``uuid`` when the caller chose it (xapi's backup VDIs)."""
+        if uuid is not None:
+            if not is_uuid(uuid):
+                raise err("BadRequest", f"vdi_uuid {uuid!r} is not a uuid")
+            if uuid in self.meta.vdis or self.store.exists(uuid):
+                raise err("VDIExists", uuid)
         if virtual_size <= 0:
             raise err("VDISize", f"virtual size {virtual_size} must be positive")
         size = round_size(virtual_size)
         self.ensure_space(empty_overhead(size))
-        uuid = new_uuid()
+        uuid = uuid or new_uuid()
         rec = VDIRecord(uuid=uuid, virtual_size=size, **fields)
         self.journal.begin(uuid, {"op": "create", "record": rec.to_dict()})
         mutation_point()
@@ -468,12 +474,26 @@ class Tree:
             rec.active = active
             self.save()
 
-    def introduce(self, uuid: str, fields: dict) -> VDIRecord:
-        """Record an existing volume that the metadata does not know."""
-        if not isinstance(uuid, str) or not is_uuid(uuid) or not self.store.exists(uuid):
-            raise err("VDIMissing", f"no volume {uuid!r} to introduce")
-        if uuid in self.meta.vdis:
+    def introduce(self, uuid: str, location: str, fields: dict) -> VDIRecord:
+        """Record the volume at ``location``, unknown to the metadata, as VDI
+        ``uuid``. A volume is named by its VDI's uuid here, so a different
+        uuid renames it (one atomic rename: a crash leaves either name, and
+        the next scan or introduce finds it); a parent cannot be renamed
+        (its children name it)."""
+        if not isinstance(uuid, str) or not is_uuid(uuid):
+            raise err("BadRequest", f"new_uuid {uuid!r} is not a uuid")
+        if not isinstance(location, str) or not is_uuid(location) or \
+                not self.store.exists(location):
+            raise err("VDIMissing", f"no volume {location!r} to introduce")
+        if uuid in self.meta.vdis or (uuid != location and self.store.exists(uuid)):
             raise err("VDIExists", uuid)
+        if location in self.meta.vdis:
+            raise err("VDIExists", f"{location} is VDI {location} already")
+        if uuid != location:
+            if self.meta.children(location):
+                raise err("VDIInUse", f"{location} is a parent: it keeps its uuid")
+            mutation_point()
+            self.store.rename(location, uuid)
         rec = self._record_from_image(uuid, VDIRecord(uuid=uuid, **fields))
         self.meta.vdis[uuid] = rec
         self.save()

@@ -98,7 +98,11 @@ class Bare(SR):
     pass
 
 
-@pytest.mark.parametrize("command", sorted(set(smapi.COMMANDS) - {"sr_get_driver_info"}))
+# What sm's base classes answer for every driver (SRCommand.py).
+BASE_ANSWERS = {"sr_get_driver_info", "vdi_epoch_begin", "vdi_epoch_end", "sr_content_type"}
+
+
+@pytest.mark.parametrize("command", sorted(set(smapi.COMMANDS) - BASE_ANSWERS))
 def test_base_sr_answers_unimplemented_for_every_command(xapi_params, xapi_xml, command):
     params = xapi_params(command, args=["1", "x"])
     code, message = fault_of(run(Bare, params, xapi_xml))

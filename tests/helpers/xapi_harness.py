@@ -34,7 +34,12 @@ DRIVERS_DIR = os.path.join(REPO_ROOT, "drivers")
 VDI_COMMANDS = {
     "vdi_delete", "vdi_attach", "vdi_detach", "vdi_activate", "vdi_deactivate",
     "vdi_clone", "vdi_snapshot", "vdi_resize", "vdi_update", "vdi_revert",
+    "vdi_epoch_begin", "vdi_epoch_end", "vdi_generate_config", "vdi_compose",
+    "vdi_resize_online", "vdi_enable_cbt", "vdi_disable_cbt", "vdi_data_destroy",
+    "vdi_list_changed_blocks",
 }
+# Commands run from vdi_generate_config's struct, with no xapi behind them.
+FROM_CONFIG_COMMANDS = {"vdi_attach_from_config", "vdi_detach_from_config"}
 # Commands with no SR yet (xapi passes no sr_ref / sr_uuid).
 NO_SR_COMMANDS = {"sr_probe", "sr_get_driver_info"}
 
@@ -81,6 +86,12 @@ def xapi_params(
             vdi_allow_caching="false",
             local_cache_sr="OpaqueRef:NULL",
         )
+    if command in FROM_CONFIG_COMMANDS:
+        # Not sent by sm_exec: the struct vdi_generate_config wrote (sm's
+        # shape: no host_ref, no args, no session).
+        params = {"command": command, "device_config": params["device_config"],
+                  "sr_uuid": params["sr_uuid"], "vdi_uuid": keys.get("vdi_uuid")
+                  or str(uuid.uuid4())}
     if command == "sr_probe":
         params["sr_sm_config"] = {}
     if command in ("vdi_create", "vdi_introduce"):
@@ -90,7 +101,11 @@ def xapi_params(
         params["vdi_location"] = params["new_uuid"]
     if command in ("vdi_snapshot", "vdi_clone"):
         params["driver_params"] = {}
-    keys.update(args=params["args"], device_config=params["device_config"])
+    if command in FROM_CONFIG_COMMANDS:
+        keys.pop("args", None)  # a test may pass args=[] for every command alike
+        keys["device_config"] = params["device_config"]
+    else:
+        keys.update(args=params["args"], device_config=params["device_config"])
     keys.setdefault("command", command)
     for key, value in keys.items():
         if value is None:
