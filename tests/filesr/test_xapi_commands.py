@@ -75,7 +75,8 @@ def test_capabilities_are_what_is_served(filesr, run_driver, xapi_params):
                      "VDI_RESET_ON_BOOT/2", "ATOMIC_PAUSE", "SR_TRIM"):
         assert unserved not in caps
     assert {"VDI_CREATE", "VDI_DELETE", "VDI_SNAPSHOT", "VDI_CLONE", "VDI_RESIZE",
-            "VDI_REVERT", "VDI_INTRODUCE", "SR_PROBE", "SR_UPDATE", "THIN_PROVISIONING"} <= set(caps)
+            "VDI_REVERT", "VDI_INTRODUCE", "SR_PROBE", "SR_UPDATE",
+            "THIN_PROVISIONING"} <= set(caps)
 
 
 def test_vdi_create_uses_the_uuid_xapi_chose(filesr):
