@@ -12,7 +12,7 @@ import os
 import uuid as uuidlib
 
 import pytest
-from filesr_helpers import DISK
+from helpers.filesr_helpers import DISK
 
 # command -> args xapi sends (refs where sm.ml sends Ref.string_of).
 XAPI_COMMANDS = {
