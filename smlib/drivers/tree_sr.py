@@ -103,7 +103,13 @@ class TreeSR(SR):
         # sm answers a probe with an XML list of the SRs found.
         from xml.sax.saxutils import escape
 
-        found = self.store().probe()
+        from smlib.tree.metadata import Metadata
+
+        store = self.store()
+        found = store.probe()
+        for sr in found:
+            if not sr["uuid"]:
+                sr["uuid"] = Metadata.parse(store.read_metadata()).sr_uuid or ""
         items = "".join(f"<SR><UUID>{escape(sr['uuid'])}</UUID></SR>" for sr in found)
         return f'<?xml version="1.0" ?>\n<SRlist>{items}</SRlist>\n'
 

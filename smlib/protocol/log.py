@@ -1,4 +1,4 @@
-"""The storage-manager log: /var/log/SMlog, or $SM_LOG; stderr when unwritable.
+"""The storage-manager log: /var/log/SMlog, or $SMLIB_LOG; stderr when unwritable.
 
 Never stdout: stdout carries nothing but the driver's methodResponse.
 """
@@ -7,11 +7,11 @@ import os
 import sys
 import time
 
-DEFAULT_LOG = "/var/log/SMlog"
+from smlib import config
 
 
 def log_path() -> str:
-    return os.environ.get("SM_LOG") or DEFAULT_LOG
+    return config.log_path()
 
 
 def write(ident: str, message: str) -> None:

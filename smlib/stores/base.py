@@ -148,7 +148,9 @@ class Store(abc.ABC):
 
     def probe(self) -> "list[dict[str, str]]":
         """SRs found at this device_config, as ``[{"uuid": ...}, ...]``
-        (empty when none). Reads only."""
+        (empty when none). Reads only. A store whose own names do not tell
+        the SR's uuid answers "" for it: the caller reads it from the SR
+        metadata (``read_metadata``)."""
         return []
 
     @abc.abstractmethod

@@ -77,12 +77,8 @@ class FileStore(Store):
         fsync_path(self.dir)
 
     def probe(self) -> "list[dict[str, str]]":
-        if not self.sr_exists():
-            return []
-        from smlib.tree.metadata import Metadata  # lazy: probe is rare
-
-        meta = Metadata.parse(self.read_metadata())
-        return [{"uuid": meta.sr_uuid or ""}]
+        # The SR's uuid is in its metadata, which the tree reads (TreeSR.sr_probe).
+        return [{"uuid": ""}] if self.sr_exists() else []
 
     def free_space(self) -> int:
         return _disk_usage(self.dir)[1]

@@ -13,6 +13,8 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, TypeVar
 
+from smlib import config
+
 SCHEMA_VERSION = 2
 
 SCHEMA = """
@@ -85,7 +87,7 @@ CREATE TABLE pending (
 
 
 def default_path() -> str:
-    env = os.environ.get("SMCTL_DB")
+    env = config.toolstack_db()
     if env:
         return env
     return os.path.join(os.path.expanduser("~"), ".local", "share", "smctl", "state.db")

@@ -15,6 +15,8 @@ import xmlrpc.client
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from smlib import config
+
 INSTALLED_DRIVER_DIR = "/opt/xensource/sm"
 DEFAULT_TIMEOUT = 600.0  # seconds; xapi lets a driver run long, but not forever
 NULL_REF = "OpaqueRef:NULL"
@@ -123,8 +125,8 @@ def sm_error_name(code: int) -> str:
 
 
 def default_driver_dir() -> str:
-    """$SMCTL_DRIVER_DIR, else the checkout's drivers/ when run from one, else sm's dir."""
-    env = os.environ.get("SMCTL_DRIVER_DIR")
+    """$SMLIB_DRIVER_DIR, else the checkout's drivers/ when run from one, else sm's dir."""
+    env = config.driver_dir()
     if env:
         return env
     checkout = os.path.join(
@@ -234,7 +236,7 @@ class Runner:
 
     def call(self, sr_type: str, call: Call) -> Any:
         """Run one command; the decoded result, or DriverFault / DriverMissing / ..."""
-        if not os.environ.get("SMCTL_TRACE"):
+        if not config.trace():
             return self._call(sr_type, call)
         # One line per driver run on stderr: what ran, how long, how it ended.
         started = time.monotonic()

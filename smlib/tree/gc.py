@@ -12,17 +12,18 @@
   point its children at P and remove it, whatever else P has as children.
   This keeps repeated snapshots of an idle disk from deepening its chain.
 
-Each step is journaled (key ``gc-<uuid>``) and its forward function is
-idempotent, so a crash anywhere is finished by replay. Runs under the SR
-lock after revert, delete, replay and sr_scan, until nothing is left.
+Each step is journaled (key ``gc-<uuid>``, ops ``prune`` and ``coalesce``)
+and its forward function is idempotent, so a crash anywhere is finished by
+replay. Runs under the SR lock after revert, delete, replay and sr_scan,
+until nothing is left. GC builds on the tree's primitives and steps
+(steps.py); tree.py builds on GC.
 """
 
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
-from smlib.tree.journal import Record, mutation_point
-
-if TYPE_CHECKING:
-    from smlib.tree.tree import Tree
+from smlib.faults import mutation_point
+from smlib.tree.journal import Handler, Record
+from smlib.tree.steps import Steps
 
 # A safety bound on one collection (each step removes a volume, so the
 # loop always ends; this only caps the time one command may spend).
@@ -30,12 +31,12 @@ MAX_STEPS = 1000
 
 
 class GC:
-    def __init__(self, tree: "Tree") -> None:
+    def __init__(self, tree: Steps) -> None:
         self.tree = tree
 
-    def handlers(self) -> dict:
-        # Pruning a base is the tree's delete step, journaled under its own op.
-        return {"prune": self.tree._delete_fwd, "coalesce": self._coalesce_fwd}
+    def handlers(self) -> "dict[str, Handler]":
+        # Pruning a base is deleting it, journaled under its own op.
+        return {"prune": self.tree.delete_fwd, "coalesce": self._coalesce_fwd}
 
     def collect(self) -> int:
         """Prune and coalesce until nothing qualifies; returns the steps."""
@@ -96,11 +97,11 @@ class GC:
             if copy and store.SIZED_CONTAINERS:
                 with tree.open(parent) as img:
                     want = vhd.required_size(img.virtual_size)
-                mutation_point()
+                mutation_point("coalesce.grow-parent")
                 store.set_container_size(parent, want)
             if copy:
                 # Repeating a partial copy rewrites the same sectors: harmless.
-                mutation_point()
+                mutation_point("coalesce.copy")
                 vhd.coalesce(store.activate(child), resolver=store.resolver)
             parent_path = store.activate(parent)
             for grandchild in r["children"]:
@@ -108,9 +109,9 @@ class GC:
                     continue
                 with tree.open(grandchild, writable=True) as img:
                     if tree.parent_of(img) == child:
-                        mutation_point()
+                        mutation_point("coalesce.reparent")
                         img.reparent(parent_path, store.locator(parent))
-            mutation_point()
+            mutation_point("coalesce.remove-child")
             store.remove(child)
             if copy:
                 tree.fit(parent, inflate=False)

@@ -1,4 +1,4 @@
-"""Intent records for multi-step changes, and the crash-injection hook.
+"""Intent records for multi-step changes.
 
 A multi-step change (snapshot, clone, revert, delete, GC step) writes an
 intent record through the store (fsynced) before its first mutation and
@@ -7,40 +7,15 @@ whatever records remain, under the SR lock, before doing its own work;
 each record names the handler (``op``) that knows how to roll it forward
 or back.
 
-Crash injection (tests only): with ``SM_CRASH_AT=N`` in the environment the
-Nth call of ``mutation_point()`` in this process ends it at once with
-``os._exit(CRASH_STATUS)``, as a power cut would (no cleanup, no flush).
-The tree calls it right before every mutation of the SR.
+``begin`` and ``end`` are mutation points (smlib.faults) like every other
+change of the SR.
 """
 
 import json
-import os
 from typing import Any, Callable, Dict
 
+from smlib.faults import mutation_point
 from smlib.stores.base import Store
-
-CRASH_ENV = "SM_CRASH_AT"
-CRASH_STATUS = 99
-
-_points_seen = 0
-
-
-def mutation_point() -> None:
-    """Count a mutation point; die here if SM_CRASH_AT names this one."""
-    global _points_seen
-    at = os.environ.get(CRASH_ENV)
-    if not at:
-        return
-    _points_seen += 1
-    if _points_seen == int(at):
-        os._exit(CRASH_STATUS)
-
-
-def reset_points() -> None:
-    """Restart the count (in-process tests run several operations)."""
-    global _points_seen
-    _points_seen = 0
-
 
 Record = Dict[str, Any]
 Handler = Callable[[Record], None]
@@ -54,13 +29,13 @@ class Journal:
 
     def begin(self, key: str, record: Record) -> None:
         """Record an intent durably; call before the change's first mutation."""
-        mutation_point()
+        mutation_point("journal.begin")
         self.store.journal_put(key, json.dumps(record, sort_keys=True).encode())
 
     def end(self, key: str) -> None:
         """Drop a finished intent (after the change's last mutation)."""
         self.store.sync()
-        mutation_point()
+        mutation_point("journal.end")
         self.store.journal_remove(key)
 
     def pending(self) -> "list[tuple[str, Record]]":

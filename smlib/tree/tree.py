@@ -6,39 +6,37 @@ of volumes and their parents; the images are the truth and replay re-reads
 them wherever a crash could have left the two apart.
 
 Every multi-step change follows one pattern: check everything (refusals
-change nothing), journal the intent, then run a *forward* function that is
-idempotent and re-derives what is already done from the store, so that
-replay can call the same function after a crash. ``mutation_point()``
-(smlib.tree.journal) precedes every mutation for crash-injection tests.
+change nothing), journal the intent, then run the op's *forward* step
+(steps.py), idempotent, re-deriving what is already done from the store, so
+that replay can call the same step after a crash.
+``smlib.faults.mutation_point(name)`` precedes every mutation for
+crash-injection tests.
 
 The caller holds the SR lock and calls ``replay()`` first.
 """
 
 import time
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import Optional
 
+from smlib.faults import mutation_point
 from smlib.protocol.errors import SRError
 from smlib.stores.base import Store, is_uuid, split_transient
-from smlib.tree.journal import Journal, Record, mutation_point
-from smlib.tree.metadata import Metadata, VDIRecord
+from smlib.tree.gc import GC
+from smlib.tree.journal import Handler
+from smlib.tree.metadata import VDIRecord
+from smlib.tree.steps import (
+    BASE_LABEL,
+    BLOCK,
+    Steps,
+    base_record,
+    empty_overhead,
+    err,
+    is_empty,
+    round_size,
+)
 from smlib.uuids import uuid4
 
-if TYPE_CHECKING:
-    from smlib.vhd import Image
-
 MAX_DEPTH = 30
-BLOCK = 2 << 20  # VHD block size: virtual sizes round up to it
-NEW = "new"  # suffix of a revert's new target volume before the swap
-BASE_LABEL = "base copy"  # what sm calls a hidden base
-
-
-def err(name: str, opterr: Optional[str] = None) -> SRError:
-    return SRError.from_name(name, opterr)
-
-
-def round_size(size: int) -> int:
-    return -(-size // BLOCK) * BLOCK
 
 
 def new_uuid() -> str:
@@ -50,81 +48,14 @@ def now_stamp() -> str:
     return time.strftime("%Y%m%dT%H:%M:%SZ", time.gmtime())
 
 
-def empty_overhead(virtual_size: int) -> int:
-    """Bytes an empty image of that size needs: header, BAT, batmap, locators."""
-    blocks = round_size(virtual_size) // BLOCK
-    return 64 * 1024 + 4 * blocks + blocks // 8
-
-
-# Bytes an image with at least one allocated block must hold besides its
-# BAT: footer copy and header (1536), one block, its sector bitmap, footer.
-_ONE_BLOCK_FLOOR = 1536 + BLOCK + 512 + 512
-
-
-def is_empty(img: "Image") -> bool:
-    """True when the image has no allocated block. Answered from the image's
-    size when no block can fit (no 4 MiB BAT read for an empty 2 TiB
-    snapshot); otherwise from the BAT."""
-    bat_bytes = 4 * (-(-img.virtual_size // BLOCK))
-    if img.physical_size < _ONE_BLOCK_FLOOR + bat_bytes:
-        return True
-    return img.is_empty()
-
-
-class Tree:
-    """One command's view of an SR: metadata plus the store's volumes."""
+class Tree(Steps):
+    """One command's view of an SR: the operations, over the steps."""
 
     def __init__(self, store: Store) -> None:
-        from smlib.tree.gc import GC  # gc builds on the primitives below
-
-        self.store = store
-        self.journal = Journal(store)
-        self.meta = Metadata.parse(store.read_metadata())
-        if not self.meta.sr_uuid and store.sr_uuid:
-            self.meta.sr_uuid = store.sr_uuid
+        super().__init__(store)
         self.gc = GC(self)
 
-    # -------------------------------------------------------- primitives
-
-    def save(self) -> None:
-        mutation_point()
-        self.store.write_metadata(self.meta.serialise())
-
-    @contextmanager
-    def open(self, name: str, writable: bool = False) -> "Iterator[Image]":
-        from smlib import vhd
-
-        try:
-            img = vhd.open_image(self.store.activate(name), writable,
-                                 resolver=self.store.resolver)
-        except (vhd.VHDError, OSError) as e:
-            # A damaged or missing image is an SR error, not a crash (1200).
-            raise err("VDIUnavailable", f"{name}: {e}") from None
-        try:
-            yield img
-        finally:
-            img.close()
-
-    def parent_of(self, img: "Image") -> str:
-        """The volume name an open image's parent locator names ("" for none)."""
-        loc = img.parent_locator
-        if loc is None:
-            return ""
-        name = self.store.name_of_locator(loc)
-        if name is None:
-            raise err("VDIUnavailable", f"{img.path}: foreign parent locator {loc!r}")
-        return name
-
-    def fit(self, name: str, inflate: bool) -> None:
-        """Size a sized container: full for a writable leaf, else the image."""
-        if not self.store.SIZED_CONTAINERS:
-            return
-        from smlib import vhd
-
-        with self.open(name) as img:
-            want = vhd.required_size(img.virtual_size) if inflate else img.physical_size
-        mutation_point()
-        self.store.set_container_size(name, want)
+    # ------------------------------------------------------------ checks
 
     def ensure_space(self, nbytes: int) -> None:
         free = self.store.free_space()
@@ -165,16 +96,9 @@ class Tree:
 
     # ------------------------------------------------------------ replay
 
-    def handlers(self) -> dict:
-        return {
-            "create": self._create_fwd,
-            "snapshot": self._snapshot_replay,
-            "revert": self._revert_replay,
-            "delete": self._delete_fwd,
-            "hide": self._hide_fwd,
-            "resize": self._resize_fwd,
-            **self.gc.handlers(),
-        }
+    def handlers(self) -> "dict[str, Handler]":
+        """The journal's table: every op -> its forward step (GC's included)."""
+        return {**super().handlers(), **self.gc.handlers()}
 
     def replay(self) -> None:
         """Finish or undo what a crashed command left, then drop leftovers."""
@@ -185,7 +109,7 @@ class Tree:
     def remove_transients(self) -> None:
         for name in self.store.list_volumes():
             if split_transient(name):
-                mutation_point()
+                mutation_point("scan.remove-transient")
                 self.store.remove(name)
         self.store.remove_garbage()
 
@@ -205,22 +129,16 @@ class Tree:
         uuid = uuid or new_uuid()
         rec = VDIRecord(uuid=uuid, virtual_size=size, **fields)
         self.journal.begin(uuid, {"op": "create", "record": rec.to_dict()})
-        mutation_point()
+        mutation_point("create.create-volume")
         try:
             self.store.create_vhd(uuid, size)
         except Exception as e:
             if isinstance(e, SRError):
                 raise
             raise err("VDICreate", str(e)) from e
-        self._create_fwd({"record": rec.to_dict()})
+        self.create_fwd({"record": rec.to_dict()})
         self.journal.end(uuid)
         return self.meta.vdis[uuid]
-
-    def _create_fwd(self, r: Record) -> None:
-        rec = VDIRecord.from_dict(r["record"])
-        if self.store.exists(rec.uuid):  # else the crash came first: nothing to undo
-            self.meta.vdis[rec.uuid] = rec
-            self.save()
 
     # ------------------------------------------------- snapshot / clone
 
@@ -245,70 +163,27 @@ class Tree:
             base_rec = VDIRecord(uuid=base, parent=rec.parent, read_only=True, **new_fields)
             snap = None
         else:
-            base_rec = self._base_record(base, rec)
+            base_rec = base_record(base, rec)
             snap = VDIRecord(uuid=new_uuid(), parent=base, read_only=rec.read_only,
                              **new_fields)
         r = {"op": "snapshot", "leaf": leaf, "base": base, "base_record": base_rec.to_dict(),
              "new_record": snap.to_dict() if snap else None}
         self.journal.begin(base, r)
-        self._snapshot_fwd(r)
+        self.snapshot_fwd(r)
         self.journal.end(base)
         self.gc.collect()  # the new base may add nothing (an unwritten disk)
         return self.meta.vdis[snap.uuid if snap else base]
-
-    def _base_record(self, base: str, rec: VDIRecord) -> VDIRecord:
-        return VDIRecord(uuid=base, parent=rec.parent, hidden=True, read_only=True,
-                         virtual_size=rec.virtual_size, name_label=BASE_LABEL, type=rec.type)
 
     def _child_of_frozen(self, rec: VDIRecord, fields: dict) -> VDIRecord:
         self.check_depth(self.meta.depth(rec.uuid) + 1)
         self.ensure_space(empty_overhead(rec.virtual_size))
         child = VDIRecord(uuid=new_uuid(), parent=rec.uuid, **fields)
         self.journal.begin(child.uuid, {"op": "create", "record": child.to_dict()})
-        mutation_point()
+        mutation_point("clone-frozen.create-child")
         self.store.create_child(child.uuid, rec.uuid)
-        self._create_fwd({"record": child.to_dict()})
+        self.create_fwd({"record": child.to_dict()})
         self.journal.end(child.uuid)
         return child
-
-    def _split(self, leaf: str, base: str, base_rec: VDIRecord) -> None:
-        """Turn leaf's volume into ``base`` and give ``leaf`` an empty child
-        of it (the same contents under the same name). Idempotent."""
-        if not self.store.exists(base):
-            mutation_point()
-            self.store.rename(leaf, base)
-        if base_rec.hidden:
-            with self.open(base, writable=True) as img:
-                if not img.hidden:
-                    mutation_point()
-                    img.set_hidden(True)
-                base_rec.empty = is_empty(img)  # fixed now: a base never changes
-        self.fit(base, inflate=False)
-        if not self.store.exists(leaf):
-            mutation_point()
-            self.store.create_child(leaf, base)
-        leaf_rec = self.meta.vdis[leaf]
-        if leaf_rec.attached:
-            self.fit(leaf, inflate=True)
-        self.meta.vdis[base] = base_rec
-        leaf_rec.parent = base
-
-    def _snapshot_fwd(self, r: Record) -> None:
-        base = r["base"]
-        self._split(r["leaf"], base, VDIRecord.from_dict(r["base_record"]))
-        new = r.get("new_record")
-        if new:
-            snap = VDIRecord.from_dict(new)
-            if not self.store.exists(snap.uuid):
-                mutation_point()
-                self.store.create_child(snap.uuid, base)
-            self.meta.vdis[snap.uuid] = snap
-        self.save()
-
-    def _snapshot_replay(self, r: Record) -> None:
-        # Before the rename nothing happened; from it on, roll forward.
-        if self.store.exists(r["base"]):
-            self._snapshot_fwd(r)
 
     # ------------------------------------------------------------ revert
 
@@ -339,9 +214,9 @@ class Tree:
         self.ensure_space((2 if base else 1) * empty_overhead(s_size))
         r = {"op": "revert", "target": target, "snap": snap, "base": base, "parent": parent,
              "size": s_size,
-             "base_record": self._base_record(base, s).to_dict() if base else None}
+             "base_record": base_record(base, s).to_dict() if base else None}
         self.journal.begin(target, r)
-        self._revert_fwd(r, fresh=True)
+        self.revert_fwd(r, fresh=True)
         self.journal.end(target)
         self.gc.collect()
 
@@ -350,37 +225,6 @@ class Tree:
             return False
         with self.open(target) as img:
             return is_empty(img) and img.virtual_size == size and self.parent_of(img) == parent
-
-    def _revert_fwd(self, r: Record, fresh: bool) -> None:
-        target, base, parent = r["target"], r["base"], r["parent"]
-        tmp = f"{target}.{NEW}"
-        if base:
-            self._split(r["snap"], base, VDIRecord.from_dict(r["base_record"]))
-        if fresh:
-            mutation_point()
-            if parent:
-                self.store.create_child(tmp, parent)
-            else:
-                self.store.create_vhd(tmp, r["size"])
-        if self.store.exists(tmp):
-            # Complete (creation is atomic): roll forward through the swap.
-            with self.open(tmp, writable=True) as img:
-                if img.virtual_size < r["size"]:
-                    mutation_point()
-                    img.resize(r["size"])
-            mutation_point()
-            self.store.replace(tmp, target)
-        # Whether or not the swap happened, record what the image says.
-        with self.open(target) as img:
-            rec = self.meta.vdis[target]
-            rec.parent = self.parent_of(img)
-            rec.virtual_size = img.virtual_size
-        self.save()
-
-    def _revert_replay(self, r: Record) -> None:
-        if r["base"] and not self.store.exists(r["base"]):
-            return  # crashed before the first mutation that matters
-        self._revert_fwd(r, fresh=False)
 
     # ------------------------------------------------------------ delete
 
@@ -395,26 +239,6 @@ class Tree:
         self.handlers()[op](r)
         self.journal.end(uuid)
         self.gc.collect()
-
-    def _delete_fwd(self, r: Record) -> None:
-        uuid = r["uuid"]
-        if self.store.exists(uuid):
-            mutation_point()
-            self.store.remove(uuid)
-        if self.meta.vdis.pop(uuid, None) is not None:
-            self.save()
-
-    def _hide_fwd(self, r: Record) -> None:
-        uuid = r["uuid"]
-        with self.open(uuid, writable=True) as img:
-            if not img.hidden:
-                mutation_point()
-                img.set_hidden(True)
-            empty = is_empty(img)
-        rec = self.meta.vdis[uuid]
-        self.meta.vdis[uuid] = self._base_record(uuid, rec)
-        self.meta.vdis[uuid].empty = empty
-        self.save()
 
     # ------------------------------------------------------------ resize
 
@@ -432,23 +256,14 @@ class Tree:
         if self.store.SIZED_CONTAINERS:
             from smlib import vhd
 
-            mutation_point()
+            mutation_point("resize.grow-container")
             self.store.set_container_size(uuid, vhd.required_size(size))
         with self.open(uuid, writable=True) as img:
-            mutation_point()
+            mutation_point("resize.grow-image")
             img.resize(size)
-        self._resize_fwd(r)
+        self.resize_fwd(r)
         self.journal.end(uuid)
         return rec
-
-    def _resize_fwd(self, r: Record) -> None:
-        uuid = r["uuid"]
-        rec = self.meta.vdis[uuid]
-        with self.open(uuid) as img:
-            rec.virtual_size = img.virtual_size
-        if not rec.attached:
-            self.fit(uuid, inflate=False)
-        self.save()
 
     # ------------------------------------------------- attach and state
 
@@ -492,7 +307,7 @@ class Tree:
         if uuid != location:
             if self.meta.children(location):
                 raise err("VDIInUse", f"{location} is a parent: it keeps its uuid")
-            mutation_point()
+            mutation_point("introduce.rename")
             self.store.rename(location, uuid)
         rec = self._record_from_image(uuid, VDIRecord(uuid=uuid, **fields))
         self.meta.vdis[uuid] = rec

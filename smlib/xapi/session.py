@@ -3,18 +3,17 @@
 Real xapi passes vdi_revert's target as an ``OpaqueRef:``; the driver asks
 xapi for the VDI's uuid with ``VDI.get_uuid`` over the XenAPI package's
 local (Unix socket) connection, reusing the ``session_ref`` xapi handed
-over (no login). ``SM_XAPI_SOCKET`` overrides the socket path (tests run a
-real XML-RPC server there).
+over (no login). ``SMLIB_XAPI_SOCKET`` (smlib.config) overrides the socket
+path (tests run a real XML-RPC server there).
 """
 
-import os
 from typing import Optional
 
+from smlib import config
 from smlib.protocol.errors import SRError
 
 OPAQUE_PREFIX = "OpaqueRef:"
-DEFAULT_SOCKET = "/var/lib/xcp/xapi"
-SOCKET_ENV = "SM_XAPI_SOCKET"
+DEFAULT_SOCKET = config.DEFAULT_XAPI_SOCKET
 
 
 def is_ref(text: str) -> bool:
@@ -22,7 +21,7 @@ def is_ref(text: str) -> bool:
 
 
 def socket_path() -> str:
-    return os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
+    return config.xapi_socket()
 
 
 def _session(session_ref: str, path: str):

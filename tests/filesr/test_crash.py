@@ -1,20 +1,22 @@
 """Crash safety: kill the real executable at each mutation point in turn.
 
-``SM_CRASH_AT=N`` makes the driver ``os._exit`` at its Nth mutation point
-(smlib.tree.journal), as a power cut would end it: no cleanup, no unlock. For
+``SMLIB_CRASH_AT=N`` makes the driver ``os._exit`` at its Nth mutation point
+(smlib.faults), as a power cut would end it: no cleanup, no unlock. For
 each N, on a fresh copy of the same SR: run the operation, then the next
 command (vdi_list) replays; every VDI must show its old or its new
 contents, the snapshots theirs; then sr_scan (GC) must leave no volume
-that the metadata does not know, no journal and every image valid.
+that the metadata does not know, no journal and every image valid. Each
+crash prints the name of its point, and a failed check names it.
 """
 
 from __future__ import annotations
 
 import pytest
+from helpers.crashes import after_crash, crash_point
 from helpers.filesr_helpers import FileSRHarness, pattern
 
+from smlib.faults import CRASH_ENV, CRASH_STATUS
 from smlib.tree import gc as gcmod
-from smlib.tree.journal import CRASH_ENV, CRASH_STATUS
 
 P0, P1, P2, P3 = (pattern(t) for t in ("P0", "P1", "P2", "P3"))
 LEN = len(P1)
@@ -34,25 +36,29 @@ def build(sr: FileSRHarness, written_snapshot: bool = False) -> dict:
     return {"t": t, "s1": s1, "s2": s2}
 
 
-def run_crashes(tmp_path, sr: FileSRHarness, command: str, keys: dict, check) -> int:
+def run_crashes(tmp_path, sr: FileSRHarness, command: str, keys: dict, check) -> list[str]:
     """Crash ``command`` at point 1, 2, ... until it completes; returns
-    how many points crashed. ``check(copy, crashed)`` judges each copy
-    after replay."""
-    n = 0
+    the names of the points it crashed at, in order. ``check(copy,
+    listing, crashed)`` judges each copy after replay."""
+    names = []
     while True:
-        n += 1
+        n = len(names) + 1
         copy = sr.copy_to(str(tmp_path / f"crash{n}"))
         r = copy.run(command, env={CRASH_ENV: str(n)}, **keys)
         crashed = r.returncode == CRASH_STATUS
         assert crashed or r.returncode == 0, r.stderr
+        name = crash_point(r.stderr)
+        assert (name is not None) == crashed, r.stderr
         if not crashed:
             r.ok()
-        listing = copy.vdis()  # the next command: replays
-        check(copy, listing, crashed)
-        copy.ok("sr_scan")
-        copy.check_consistent()
+        with after_crash(n, name):
+            listing = copy.vdis()  # the next command: replays
+            check(copy, listing, crashed)
+            copy.ok("sr_scan")
+            copy.check_consistent()
         if not crashed:
-            return n - 1
+            return names
+        names.append(name)
         assert n < 60, "mutation points never ran out"
 
 
@@ -79,7 +85,9 @@ def test_crash_snapshot_and_clone(tmp_path, filesr, command):
             assert listing[u]["is_a_snapshot"] == (command == "vdi_snapshot")
 
     points = run_crashes(tmp_path, filesr, command, {"vdi_uuid": ids["t"]}, check)
-    assert points >= 5
+    assert len(points) >= 5
+    assert points[:3] == ["journal.begin", "split.rename-leaf", "split.hide-base"]
+    assert points[-1] == "journal.end"
 
 
 @pytest.mark.parametrize("written", [False, True], ids=["empty-snapshot", "written-snapshot"])
@@ -96,7 +104,9 @@ def test_crash_revert(tmp_path, filesr, written):
 
     points = run_crashes(tmp_path, filesr, "vdi_revert",
                          {"vdi_uuid": ids["s1"], "args": [ids["t"]]}, check)
-    assert points >= (7 if written else 4)
+    assert len(points) >= (7 if written else 4)
+    assert "revert.create-new" in points and "revert.swap" in points
+    assert ("split.rename-leaf" in points) == written  # a written snapshot is frozen first
 
 
 def test_crash_delete(tmp_path, filesr):
@@ -110,7 +120,8 @@ def test_crash_delete(tmp_path, filesr):
             assert crashed and content(copy, ids["s1"]) == P1
 
     points = run_crashes(tmp_path, filesr, "vdi_delete", {"vdi_uuid": ids["s1"]}, check)
-    assert points >= 6
+    assert len(points) >= 6
+    assert "delete.remove" in points and "coalesce.copy" in points
 
 
 def test_crash_gc(tmp_path, filesr, monkeypatch):
@@ -136,4 +147,22 @@ def test_crash_gc(tmp_path, filesr, monkeypatch):
         assert content(copy, ids["s2"]) == P2
 
     points = run_crashes(tmp_path, filesr, "sr_scan", {}, check)
-    assert points >= 10
+    assert len(points) >= 10
+    assert "delete.remove" in points and "coalesce.reparent" in points
+
+
+def test_crash_at_a_named_point(tmp_path, filesr):
+    """SMLIB_CRASH_AT=<name> stops at the first point of that name; the
+    older SM_CRASH_AT=N still counts points."""
+    ids = build(filesr)
+    copy = filesr.copy_to(str(tmp_path / "named"))
+    r = copy.run("vdi_snapshot", vdi_uuid=ids["t"], env={CRASH_ENV: "split.create-leaf"})
+    assert r.returncode == CRASH_STATUS, r.stderr
+    assert r.stderr.strip().endswith("crash at mutation point 4: split.create-leaf")
+    assert len(new_vdis(copy.vdis(), ids)) == 1  # replay rolled the snapshot forward
+    assert content(copy, ids["t"]) == P3
+    copy = filesr.copy_to(str(tmp_path / "counted"))
+    r = copy.run("vdi_snapshot", vdi_uuid=ids["t"], env={"SM_CRASH_AT": "2"})
+    assert r.returncode == CRASH_STATUS and crash_point(r.stderr) == "split.rename-leaf"
+    r = copy.run("vdi_snapshot", vdi_uuid=ids["t"], env={CRASH_ENV: "no.such-point"})
+    assert r.returncode == 0 and crash_point(r.stderr) is None

@@ -11,9 +11,10 @@ next command replays, contents are old or new, sr_scan leaves no leaks.
 from __future__ import annotations
 
 import pytest
+from helpers.crashes import after_crash
 from helpers.filesr_helpers import DISK, FileSRHarness, pattern
 
-from smlib.tree import journal
+from smlib import faults
 
 P1, P2 = pattern("P1"), pattern("P2")
 
@@ -29,14 +30,14 @@ def crash_at(monkeypatch):
     def die(status: int) -> None:
         raise Crash(status)
 
-    monkeypatch.setattr(journal.os, "_exit", die)
+    monkeypatch.setattr(faults.os, "_exit", die)
 
     def arm(n: int) -> None:
-        journal.reset_points()
-        monkeypatch.setenv(journal.CRASH_ENV, str(n))
+        faults.reset_points()
+        monkeypatch.setenv(faults.CRASH_ENV, str(n))
 
     yield arm
-    monkeypatch.delenv(journal.CRASH_ENV, raising=False)
+    monkeypatch.delenv(faults.CRASH_ENV, raising=False)
 
 
 def crash_each_point(tmp_path, sr: FileSRHarness, crash_at, command: str, keys: dict,
@@ -51,10 +52,12 @@ def crash_each_point(tmp_path, sr: FileSRHarness, crash_at, command: str, keys: 
             crashed = False
         except Crash:
             crashed = True
+        name = faults.last_point() if crashed else None
         crash_at(0)  # disarmed: 0 never matches
-        check(copy, copy.vdis(call=copy.inproc), crashed)
-        copy.inproc("sr_scan")
-        copy.check_consistent(call=copy.inproc)
+        with after_crash(n, name):
+            check(copy, copy.vdis(call=copy.inproc), crashed)
+            copy.inproc("sr_scan")
+            copy.check_consistent(call=copy.inproc)
         if not crashed:
             return n - 1
         assert n < 60

@@ -74,12 +74,12 @@ def test_xapi_lookup_errors(tmp_path, monkeypatch):
     with pytest.raises(SRError) as info:
         xapi.vdi_uuid(None, "OpaqueRef:x")
     assert info.value.code == 143
-    monkeypatch.setenv(xapi.SOCKET_ENV, "/tmp/no_such_dir/xapi")
+    monkeypatch.setenv("SMLIB_XAPI_SOCKET", "/tmp/no_such_dir/xapi")
     with pytest.raises(SRError) as info:
         xapi.vdi_uuid("OpaqueRef:s", "OpaqueRef:x")
     assert info.value.code == 202 and "_" in str(info.value)
     missing = f"/tmp/smxmissing{os.getpid()}/xapi"
-    monkeypatch.setenv(xapi.SOCKET_ENV, missing)
+    monkeypatch.setenv("SMLIB_XAPI_SOCKET", missing)
     with pytest.raises(SRError) as info:
         xapi.vdi_uuid("OpaqueRef:s", "OpaqueRef:x")
     assert info.value.code == 202 and "cannot reach xapi" in str(info.value)
@@ -106,7 +106,8 @@ def test_volume_names(text, uuid, volume):
 def test_xapi_default_is_the_local_socket(monkeypatch):
     if os.path.exists(xapi.DEFAULT_SOCKET):
         pytest.skip("a real xapi socket exists here")
-    monkeypatch.delenv(xapi.SOCKET_ENV, raising=False)
+    for name in ("SMLIB_XAPI_SOCKET", "SM_XAPI_SOCKET"):
+        monkeypatch.delenv(name, raising=False)
     with pytest.raises(SRError) as info:
         xapi.vdi_uuid("OpaqueRef:s", "OpaqueRef:x")
     assert info.value.code == 202 and xapi.DEFAULT_SOCKET in str(info.value)
@@ -116,7 +117,7 @@ def test_xapi_default_is_the_local_socket(monkeypatch):
 @pytest.mark.parametrize("written", [None, 0, "last"])
 def test_is_empty_by_size_agrees_with_the_bat(tmp_path, size, written):
     from smlib import vhd
-    from smlib.tree.tree import is_empty
+    from smlib.tree.steps import is_empty
 
     path = str(tmp_path / "a.vhd")
     vhd.create(path, size)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import pytest
 from helpers import revert_scenarios as scenario
+from helpers.crashes import after_crash, crash_point
 from helpers.lvmsr_helpers import LVMSRHarness
 from helpers.revert_scenarios import P1, P2, P3, assert_holds
 
+from smlib.faults import CRASH_ENV, CRASH_STATUS
 from smlib.stores.lvm import lvm2 as lvm
-from smlib.tree.journal import CRASH_STATUS
 
 pytestmark = pytest.mark.lvm
 
@@ -109,23 +110,24 @@ def test_crash_at_each_mutation_point_then_replay(make_lvmsr, harness_fns, tmp_p
     point, finished = 1, False
     while not finished:
         sr = LVMSRHarness(make_lvmsr.pvs.restore(template), harness_fns, sr.sr_uuid)
-        run = sr.run("vdi_revert", vdi_uuid=s, args=[t], env={"SM_CRASH_AT": str(point)})
+        run = sr.run("vdi_revert", vdi_uuid=s, args=[t], env={CRASH_ENV: str(point)})
         assert run.returncode in (0, CRASH_STATUS), run.stderr
         finished = run.returncode == 0
-        listing = sr.vdis()                      # any command replays first
-        sr.check_all()
-        assert listing[t]["hidden"] is False
-        got = sr.read(t, 0, len(P1))
-        assert got in (new, P3), f"crash at point {point}: target is neither old nor new"
-        if finished:
-            assert got == new
-        # A written snapshot is frozen into a new base: only its parent moves.
-        assert {k: v for k, v in listing[s].items() if k != "parent"} == \
-            {k: v for k, v in snap_before.items() if k != "parent"}
-        assert sr.read(s, 0, len(new)) == new
-        sr.ok("vdi_revert", vdi_uuid=s, args=[t])
-        assert sr.read(t, 0, len(new)) == new
-        sr.check_all()
+        with after_crash(point, crash_point(run.stderr)):
+            listing = sr.vdis()                      # any command replays first
+            sr.check_all()
+            assert listing[t]["hidden"] is False
+            got = sr.read(t, 0, len(P1))
+            assert got in (new, P3), "target is neither old nor new"
+            if finished:
+                assert got == new
+            # A written snapshot is frozen into a new base: only its parent moves.
+            assert {k: v for k, v in listing[s].items() if k != "parent"} == \
+                {k: v for k, v in snap_before.items() if k != "parent"}
+            assert sr.read(s, 0, len(new)) == new
+            sr.ok("vdi_revert", vdi_uuid=s, args=[t])
+            assert sr.read(t, 0, len(new)) == new
+            sr.check_all()
         make_lvmsr.pvs.release(sr.device)
         point += 1
     print(f"vdi_revert crashed at {point - 2} mutation points")
@@ -146,18 +148,19 @@ def test_snapshot_crash_at_each_mutation_point_then_replay(make_lvmsr, harness_f
     point, finished = 1, False
     while not finished:
         sr = LVMSRHarness(make_lvmsr.pvs.restore(template), harness_fns, sr.sr_uuid)
-        run = sr.run("vdi_snapshot", vdi_uuid=t, env={"SM_CRASH_AT": str(point)})
+        run = sr.run("vdi_snapshot", vdi_uuid=t, env={CRASH_ENV: str(point)})
         assert run.returncode in (0, CRASH_STATUS), run.stderr
         finished = run.returncode == 0
-        listing = sr.vdis()
-        sr.check_all()
-        assert sr.read(t, 0, len(P1)) == P1
-        snaps = [u for u, v in listing.items() if v["is_a_snapshot"]]
-        assert len(snaps) <= 1
-        if finished:
-            assert len(snaps) == 1
-        for s in snaps:
-            assert sr.read(s, 0, len(P1)) == P1
+        with after_crash(point, crash_point(run.stderr)):
+            listing = sr.vdis()
+            sr.check_all()
+            assert sr.read(t, 0, len(P1)) == P1
+            snaps = [u for u, v in listing.items() if v["is_a_snapshot"]]
+            assert len(snaps) <= 1
+            if finished:
+                assert len(snaps) == 1
+            for s in snaps:
+                assert sr.read(s, 0, len(P1)) == P1
         make_lvmsr.pvs.release(sr.device)
         point += 1
     assert point > 3, "vdi_snapshot passed fewer mutation points than expected"

@@ -16,12 +16,9 @@ import collections
 import os
 from typing import Iterable, Optional, Sequence
 
+from smlib import config
 from smlib.protocol.errors import SRError
 
-#: Extra lvm2 configuration text passed as ``--config`` to every run.
-CONFIG_ENV = "SMLIB_LVM_CONFIG"
-#: Override for the lvm2 binary (default: ``lvm`` on PATH, /usr/sbin, /sbin).
-BIN_ENV = "SMLIB_LVM_BIN"
 DEFAULT_TIMEOUT = 120.0
 
 #: lvm2 runs made by this process, by command name (benchmarks reset it).
@@ -37,7 +34,7 @@ def total_runs() -> int:
 
 
 def _lvm_bin() -> str:
-    explicit = os.environ.get(BIN_ENV)
+    explicit = config.lvm_bin()
     if explicit:
         return explicit
     import shutil  # deferred: keep driver start-up light
@@ -65,7 +62,7 @@ def run(command: str, args: Sequence[str], *, error: str,
     import subprocess  # deferred: keep driver start-up light
 
     argv = [_lvm_bin(), command]
-    extra = os.environ.get(CONFIG_ENV)
+    extra = config.lvm_config()
     if extra:
         argv += ["--config", extra]
     argv += list(args)

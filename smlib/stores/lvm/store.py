@@ -29,20 +29,18 @@ import struct
 import time
 from typing import Optional, Sequence
 
+from smlib import config
+from smlib.faults import mutation_point
 from smlib.protocol.errors import SRError
 from smlib.stores.base import Store, fsync_path, is_volume_name
 from smlib.stores.lvm import lvm2 as lvm_module
 from smlib.stores.lvm import mgt
 from smlib.stores.lvm.lvm2 import Extents, Layout, LVInfo
-from smlib.tree.journal import mutation_point
 
 VG_PREFIX = "VG_XenStorage-"
 LV_PREFIX = "VHD-"
 MGT_LV = "MGT"
 MGT_BYTES = 8 * 1024 * 1024
-ACTIVATION_ENV = "SMLIB_LVM_ACTIVATION"
-LOCK_DIR_ENV = "SMLIB_LVM_LOCK_DIR"
-DEFAULT_LOCK_DIR = "/run/lock/smlib"
 LOSETUP_TRIES = 5  # attaching a loop window races other losetup users
 
 
@@ -228,9 +226,9 @@ ACTIVATIONS = {"lvchange": LVChangeActivation, "loop": LoopActivation}
 
 def default_activation():
     """The activation named by ``$SMLIB_LVM_ACTIVATION`` (production by default)."""
-    name = os.environ.get(ACTIVATION_ENV, "lvchange")
+    name = config.lvm_activation()
     if name not in ACTIVATIONS:
-        raise SRError.from_name("SMGeneral", f"{ACTIVATION_ENV}={name!r}: not one of "
+        raise SRError.from_name("SMGeneral", f"SMLIB_LVM_ACTIVATION={name!r}: not one of "
                                 f"{', '.join(sorted(ACTIVATIONS))}")
     return ACTIVATIONS[name]()
 
@@ -555,7 +553,8 @@ class LVMStore(Store):
             raise SRError.from_name("VDIMissing", f"neither {src_lv} nor {dst_lv} exists")
         if dst_lv in lvs:
             self._remove_lvs([dst_lv])
-            mutation_point()  # crash tests stop here too: dst gone, src not renamed
+            # Crash tests stop here too: dst gone, src not renamed.
+            mutation_point("lvm.replace-rename")
         self._rename_lv(src_lv, dst_lv)
 
     def remove(self, name: str) -> None:
@@ -729,5 +728,5 @@ class LVMStore(Store):
             self._save_mgt()
 
     def lock_path(self) -> str:
-        base = os.environ.get(LOCK_DIR_ENV, DEFAULT_LOCK_DIR)
+        base = config.lvm_lock_dir()
         return os.path.join(base, f"lvm-{self.sr_uuid or 'none'}.lock")

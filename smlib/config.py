@@ -1,0 +1,104 @@
+"""Every environment knob of smlib, read here and nowhere else.
+
+One prefix, ``SMLIB_``. The names documented before it (``SM_LOG``,
+``SM_CRASH_AT``, ``SM_XAPI_SOCKET``, ``SMCTL_DB``, ``SMCTL_DRIVER_DIR``,
+``SMCTL_TRACE``) are still accepted; the ``SMLIB_`` name wins when both are
+set. An empty value counts as unset. Each knob is read when asked for, not at
+import: a test sets the environment after importing the modules.
+
+This module is a leaf (it imports only ``os``): anything may import it.
+"""
+
+import os
+from typing import Optional
+
+#: name -> the older names it also answers to.
+ALIASES = {
+    "SMLIB_LOG": ("SM_LOG",),
+    "SMLIB_CRASH_AT": ("SM_CRASH_AT",),
+    "SMLIB_XAPI_SOCKET": ("SM_XAPI_SOCKET",),
+    "SMLIB_DB": ("SMCTL_DB",),
+    "SMLIB_DRIVER_DIR": ("SMCTL_DRIVER_DIR",),
+    "SMLIB_TRACE": ("SMCTL_TRACE",),
+}
+
+DEFAULT_LOG = "/var/log/SMlog"
+DEFAULT_XAPI_SOCKET = "/var/lib/xcp/xapi"
+DEFAULT_LVM_LOCK_DIR = "/run/lock/smlib"
+DEFAULT_LVM_ACTIVATION = "lvchange"
+
+
+def get(name: str) -> Optional[str]:
+    """The value of knob ``name`` (or of an older name of it); None when unset or empty."""
+    for key in (name,) + ALIASES.get(name, ()):
+        value = os.environ.get(key)
+        if value:
+            return value
+    return None
+
+
+# Driver side -------------------------------------------------------------
+
+
+def log_path() -> str:
+    """``SMLIB_LOG`` (or ``SM_LOG``): the file each driver call appends its log
+    line to. Default /var/log/SMlog; stderr when the file cannot be written."""
+    return get("SMLIB_LOG") or DEFAULT_LOG
+
+
+def crash_at() -> Optional[str]:
+    """``SMLIB_CRASH_AT`` (or ``SM_CRASH_AT``), tests only: ``N`` ends the process
+    at its Nth mutation point, a name (``snapshot.rename-leaf``) at the first
+    point of that name (smlib.faults)."""
+    return get("SMLIB_CRASH_AT")
+
+
+def xapi_socket() -> str:
+    """``SMLIB_XAPI_SOCKET`` (or ``SM_XAPI_SOCKET``): xapi's Unix socket, for the
+    calls back to xapi. Default /var/lib/xcp/xapi; the path must not contain '_'."""
+    return get("SMLIB_XAPI_SOCKET") or DEFAULT_XAPI_SOCKET
+
+
+def lvm_config() -> Optional[str]:
+    """``SMLIB_LVM_CONFIG``: extra lvm2 configuration text passed as ``--config``
+    to every lvm2 run (on machines without device-mapper: ``global{activation=0}``)."""
+    return get("SMLIB_LVM_CONFIG")
+
+
+def lvm_bin() -> Optional[str]:
+    """``SMLIB_LVM_BIN``: the lvm2 binary. Default: ``lvm`` on PATH, /usr/sbin, /sbin."""
+    return get("SMLIB_LVM_BIN")
+
+
+def lvm_activation() -> str:
+    """``SMLIB_LVM_ACTIVATION``: how LVMSR reaches an LV's bytes: ``lvchange``
+    (production, the default) or ``loop`` (tests without device-mapper)."""
+    return get("SMLIB_LVM_ACTIVATION") or DEFAULT_LVM_ACTIVATION
+
+
+def lvm_lock_dir() -> str:
+    """``SMLIB_LVM_LOCK_DIR``: where LVMSR keeps its per-SR lock and presence
+    marker files. Default /run/lock/smlib."""
+    return get("SMLIB_LVM_LOCK_DIR") or DEFAULT_LVM_LOCK_DIR
+
+
+# Toolstack side (smctl) ----------------------------------------------------
+
+
+def toolstack_db() -> Optional[str]:
+    """``SMLIB_DB`` (or ``SMCTL_DB``): smctl's database. Default (None here):
+    ~/.local/share/smctl/state.db."""
+    return get("SMLIB_DB")
+
+
+def driver_dir() -> Optional[str]:
+    """``SMLIB_DRIVER_DIR`` (or ``SMCTL_DRIVER_DIR``): where the toolstack finds
+    the driver executables. Default (None here): the checkout's drivers/ when
+    run from one, else /opt/xensource/sm."""
+    return get("SMLIB_DRIVER_DIR")
+
+
+def trace() -> bool:
+    """``SMLIB_TRACE`` (or ``SMCTL_TRACE``): any non-empty value makes the
+    toolstack print one line per driver run on stderr."""
+    return get("SMLIB_TRACE") is not None

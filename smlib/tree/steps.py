@@ -1,0 +1,246 @@
+"""One idempotent forward step per journal op, and the primitives they share.
+
+A multi-step change (tree.py's operations, gc.py's steps) journals its
+intent, then runs the forward step of its op; replay after a crash runs the
+same step again. Each step re-derives from the store what is already done,
+so running it twice is running it once, and it rolls back by doing nothing
+where the crash came before the point of no return.
+
+``Steps.handlers()`` maps the ops ``create snapshot revert delete hide
+resize`` to their steps; gc.py adds ``prune`` (the delete step) and
+``coalesce``, and tree.py joins the two tables for replay. ``Tree``
+(tree.py) adds the operations that check and journal; ``GC`` (gc.py) what
+to collect. Both build on this module; it imports neither.
+
+``smlib.faults.mutation_point(name)`` precedes every mutation.
+"""
+
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator, Optional
+
+from smlib.faults import mutation_point
+from smlib.protocol.errors import SRError
+from smlib.stores.base import Store
+from smlib.tree.journal import Handler, Journal, Record
+from smlib.tree.metadata import Metadata, VDIRecord
+
+if TYPE_CHECKING:
+    from smlib.vhd import Image
+
+BLOCK = 2 << 20  # VHD block size: virtual sizes round up to it
+NEW = "new"  # suffix of a revert's new target volume before the swap
+BASE_LABEL = "base copy"  # what sm calls a hidden base
+
+
+def err(name: str, opterr: Optional[str] = None) -> SRError:
+    return SRError.from_name(name, opterr)
+
+
+def round_size(size: int) -> int:
+    return -(-size // BLOCK) * BLOCK
+
+
+def empty_overhead(virtual_size: int) -> int:
+    """Bytes an empty image of that size needs: header, BAT, batmap, locators."""
+    blocks = round_size(virtual_size) // BLOCK
+    return 64 * 1024 + 4 * blocks + blocks // 8
+
+
+# Bytes an image with at least one allocated block must hold besides its
+# BAT: footer copy and header (1536), one block, its sector bitmap, footer.
+_ONE_BLOCK_FLOOR = 1536 + BLOCK + 512 + 512
+
+
+def is_empty(img: "Image") -> bool:
+    """True when the image has no allocated block. Answered from the image's
+    size when no block can fit (no 4 MiB BAT read for an empty 2 TiB
+    snapshot); otherwise from the BAT."""
+    bat_bytes = 4 * (-(-img.virtual_size // BLOCK))
+    if img.physical_size < _ONE_BLOCK_FLOOR + bat_bytes:
+        return True
+    return img.is_empty()
+
+
+def base_record(base: str, rec: VDIRecord) -> VDIRecord:
+    """The metadata record of a hidden base made from ``rec``."""
+    return VDIRecord(uuid=base, parent=rec.parent, hidden=True, read_only=True,
+                     virtual_size=rec.virtual_size, name_label=BASE_LABEL, type=rec.type)
+
+
+class Steps:
+    """An SR as one command sees it (store, journal, metadata), the
+    primitives over its volumes, and the forward step of every op."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.journal = Journal(store)
+        self.meta = Metadata.parse(store.read_metadata())
+        if not self.meta.sr_uuid and store.sr_uuid:
+            self.meta.sr_uuid = store.sr_uuid
+
+    def handlers(self) -> "dict[str, Handler]":
+        return {
+            "create": self.create_fwd,
+            "snapshot": self.snapshot_replay,
+            "revert": self.revert_replay,
+            "delete": self.delete_fwd,
+            "hide": self.hide_fwd,
+            "resize": self.resize_fwd,
+        }
+
+    # -------------------------------------------------------- primitives
+
+    def save(self) -> None:
+        mutation_point("metadata.write")
+        self.store.write_metadata(self.meta.serialise())
+
+    @contextmanager
+    def open(self, name: str, writable: bool = False) -> "Iterator[Image]":
+        from smlib import vhd
+
+        try:
+            img = vhd.open_image(self.store.activate(name), writable,
+                                 resolver=self.store.resolver)
+        except (vhd.VHDError, OSError) as e:
+            # A damaged or missing image is an SR error, not a crash (1200).
+            raise err("VDIUnavailable", f"{name}: {e}") from None
+        try:
+            yield img
+        finally:
+            img.close()
+
+    def parent_of(self, img: "Image") -> str:
+        """The volume name an open image's parent locator names ("" for none)."""
+        loc = img.parent_locator
+        if loc is None:
+            return ""
+        name = self.store.name_of_locator(loc)
+        if name is None:
+            raise err("VDIUnavailable", f"{img.path}: foreign parent locator {loc!r}")
+        return name
+
+    def fit(self, name: str, inflate: bool) -> None:
+        """Size a sized container: full for a writable leaf, else the image."""
+        if not self.store.SIZED_CONTAINERS:
+            return
+        from smlib import vhd
+
+        with self.open(name) as img:
+            want = vhd.required_size(img.virtual_size) if inflate else img.physical_size
+        mutation_point("fit.set-container-size")
+        self.store.set_container_size(name, want)
+
+    # ------------------------------------------------------------ create
+
+    def create_fwd(self, r: Record) -> None:
+        rec = VDIRecord.from_dict(r["record"])
+        if self.store.exists(rec.uuid):  # else the crash came first: nothing to undo
+            self.meta.vdis[rec.uuid] = rec
+            self.save()
+
+    # ------------------------------------------------- snapshot / clone
+
+    def split(self, leaf: str, base: str, base_rec: VDIRecord) -> None:
+        """Turn leaf's volume into ``base`` and give ``leaf`` an empty child
+        of it (the same contents under the same name). Idempotent."""
+        if not self.store.exists(base):
+            mutation_point("split.rename-leaf")
+            self.store.rename(leaf, base)
+        if base_rec.hidden:
+            with self.open(base, writable=True) as img:
+                if not img.hidden:
+                    mutation_point("split.hide-base")
+                    img.set_hidden(True)
+                base_rec.empty = is_empty(img)  # fixed now: a base never changes
+        self.fit(base, inflate=False)
+        if not self.store.exists(leaf):
+            mutation_point("split.create-leaf")
+            self.store.create_child(leaf, base)
+        leaf_rec = self.meta.vdis[leaf]
+        if leaf_rec.attached:
+            self.fit(leaf, inflate=True)
+        self.meta.vdis[base] = base_rec
+        leaf_rec.parent = base
+
+    def snapshot_fwd(self, r: Record) -> None:
+        base = r["base"]
+        self.split(r["leaf"], base, VDIRecord.from_dict(r["base_record"]))
+        new = r.get("new_record")
+        if new:
+            snap = VDIRecord.from_dict(new)
+            if not self.store.exists(snap.uuid):
+                mutation_point("snapshot.create-snapshot")
+                self.store.create_child(snap.uuid, base)
+            self.meta.vdis[snap.uuid] = snap
+        self.save()
+
+    def snapshot_replay(self, r: Record) -> None:
+        # Before the rename nothing happened; from it on, roll forward.
+        if self.store.exists(r["base"]):
+            self.snapshot_fwd(r)
+
+    # ------------------------------------------------------------ revert
+
+    def revert_fwd(self, r: Record, fresh: bool) -> None:
+        target, base, parent = r["target"], r["base"], r["parent"]
+        tmp = f"{target}.{NEW}"
+        if base:
+            self.split(r["snap"], base, VDIRecord.from_dict(r["base_record"]))
+        if fresh:
+            mutation_point("revert.create-new")
+            if parent:
+                self.store.create_child(tmp, parent)
+            else:
+                self.store.create_vhd(tmp, r["size"])
+        if self.store.exists(tmp):
+            # Complete (creation is atomic): roll forward through the swap.
+            with self.open(tmp, writable=True) as img:
+                if img.virtual_size < r["size"]:
+                    mutation_point("revert.grow-new")
+                    img.resize(r["size"])
+            mutation_point("revert.swap")
+            self.store.replace(tmp, target)
+        # Whether or not the swap happened, record what the image says.
+        with self.open(target) as img:
+            rec = self.meta.vdis[target]
+            rec.parent = self.parent_of(img)
+            rec.virtual_size = img.virtual_size
+        self.save()
+
+    def revert_replay(self, r: Record) -> None:
+        if r["base"] and not self.store.exists(r["base"]):
+            return  # crashed before the first mutation that matters
+        self.revert_fwd(r, fresh=False)
+
+    # ------------------------------------------------------ delete, hide
+
+    def delete_fwd(self, r: Record) -> None:
+        uuid = r["uuid"]
+        if self.store.exists(uuid):
+            mutation_point("delete.remove")
+            self.store.remove(uuid)
+        if self.meta.vdis.pop(uuid, None) is not None:
+            self.save()
+
+    def hide_fwd(self, r: Record) -> None:
+        uuid = r["uuid"]
+        with self.open(uuid, writable=True) as img:
+            if not img.hidden:
+                mutation_point("hide.set-hidden")
+                img.set_hidden(True)
+            empty = is_empty(img)
+        rec = self.meta.vdis[uuid]
+        self.meta.vdis[uuid] = base_record(uuid, rec)
+        self.meta.vdis[uuid].empty = empty
+        self.save()
+
+    # ------------------------------------------------------------ resize
+
+    def resize_fwd(self, r: Record) -> None:
+        uuid = r["uuid"]
+        rec = self.meta.vdis[uuid]
+        with self.open(uuid) as img:
+            rec.virtual_size = img.virtual_size
+        if not rec.attached:
+            self.fit(uuid, inflate=False)
+        self.save()
