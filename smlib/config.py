@@ -24,6 +24,7 @@ ALIASES = {
 
 DEFAULT_LOG = "/var/log/SMlog"
 DEFAULT_XAPI_SOCKET = "/var/lib/xcp/xapi"
+DEFAULT_XAPI_TIMEOUT = 30.0
 DEFAULT_LVM_LOCK_DIR = "/run/lock/smlib"
 DEFAULT_LVM_ACTIVATION = "lvchange"
 
@@ -55,8 +56,18 @@ def crash_at() -> Optional[str]:
 
 def xapi_socket() -> str:
     """``SMLIB_XAPI_SOCKET`` (or ``SM_XAPI_SOCKET``): xapi's Unix socket, for the
-    calls back to xapi. Default /var/lib/xcp/xapi; the path must not contain '_'."""
+    calls back to xapi (smlib.xapi). Default /var/lib/xcp/xapi."""
     return get("SMLIB_XAPI_SOCKET") or DEFAULT_XAPI_SOCKET
+
+
+def xapi_timeout() -> float:
+    """``SMLIB_XAPI_TIMEOUT``: seconds one call back to xapi may take (default
+    30): a hung xapi must not hold the SR lock forever."""
+    try:
+        value = float(get("SMLIB_XAPI_TIMEOUT") or DEFAULT_XAPI_TIMEOUT)
+    except ValueError:
+        return DEFAULT_XAPI_TIMEOUT
+    return value if value > 0 else DEFAULT_XAPI_TIMEOUT
 
 
 def lvm_config() -> Optional[str]:

@@ -28,18 +28,34 @@ def _arg(args: "list[str]", index: int) -> str:
     return args[index] if index < len(args) else ""
 
 
+def _shape(tree) -> dict:
+    """Per VDI, what xapi's record is derived from (attach state is not)."""
+    counts = tree.meta.child_counts()
+    return {u: (r.parent, r.hidden, r.virtual_size, r.read_only, counts.get(u, 0) > 0)
+            for u, r in tree.meta.vdis.items()}
+
+
 class TreeSR(SR):
     """A VHD-tree SR over ``STORE``; subclasses only pick the store."""
 
     STORE = Store  # a concrete subclass sets its store class
     CONTENT_TYPE = "vhd"  # sm's sr_vditype for VHD SRs
 
+    def __init__(self, call) -> None:
+        super().__init__(call)
+        # What xapi's database must hear beyond the metadata's changes.
+        self._touched: set[str] = set()  # VDIs whose volume changed in place
+        self._sizes = False  # the SR's sizes, even when no VDI changed
+        self._pool: dict[str, str] = {}  # uuid -> metadata_of_pool (vdi_create)
+        self._synchronised = False  # sr_scan told xapi everything already
+
     def store(self) -> Store:
         return self.STORE(self.call.device_config, self.call.sr_uuid)
 
     @contextmanager
     def tree(self, store: Optional[Store] = None) -> Iterator:
-        """The SR under its lock, journal replayed."""
+        """The SR under its lock, journal replayed; afterwards xapi's database
+        hears what changed (replay included), still under the lock."""
         from smlib.tree.lock import SRLock
         from smlib.tree.tree import Tree
         from smlib.vhd import VHDError
@@ -50,8 +66,10 @@ class TreeSR(SR):
                 raise SRError.from_name("SRUnavailable", f"no SR at {store.device_config}")
             with SRLock(store.lock_path()):
                 tree = Tree(store)
+                before = _shape(tree)
                 tree.replay()
                 yield tree
+                self._tell(tree, before)
         except VHDError as e:
             # An image the library cannot handle is a storage error, not a
             # crash (1200); a change it interrupted is in the journal.
@@ -61,6 +79,58 @@ class TreeSR(SR):
 
     def _vdi(self) -> str:
         return self.call.vdi_uuid or ""
+
+    # ------------------------------------------------- xapi's database
+
+    def _facts(self, tree, uuid: str, counts: "dict[str, int]"):
+        from smlib.xapi.db import VDIFacts
+
+        rec = tree.meta.vdis[uuid]
+        return VDIFacts(
+            uuid, tree.store.location(uuid), name_label=rec.name_label,
+            name_description=rec.name_description, type=rec.type,
+            # A parent is read-only whatever its record says (sm's scan too).
+            read_only=rec.read_only or rec.hidden or counts.get(uuid, 0) > 0,
+            managed=not rec.hidden, virtual_size=rec.virtual_size,
+            physical_utilisation=tree.store.utilisation(uuid), parent=rec.parent,
+            is_a_snapshot=rec.is_a_snapshot, snapshot_time=rec.snapshot_time,
+            snapshot_of=rec.snapshot_of, metadata_of_pool=self._pool.get(uuid, ""),
+        )
+
+    def _sr_facts(self, tree):
+        from smlib.xapi.db import SRFacts
+
+        total = tree.store.total_space()
+        allocated = sum(r.virtual_size for r in tree.meta.visible())
+        return SRFacts(allocated, total, total - tree.store.free_space())
+
+    def _tell(self, tree, before: dict) -> None:
+        """Compare the SR with ``before``: what xapi must hear (smlib.xapi.db)."""
+        if self._synchronised:
+            return
+        after = _shape(tree)
+        changed = {u for u in after.keys() & before.keys() if after[u] != before[u]}
+        if not (changed or self._touched or self._sizes or after.keys() != before.keys()):
+            return
+        from smlib.xapi import db
+
+        def changes() -> "db.Changes":
+            counts = tree.meta.child_counts()
+            # A visible VDI turned into a hidden base (a delete that had to
+            # keep it): its record goes, a base's record comes.
+            flipped = {u for u in changed if after[u][1] and not before[u][1]}
+            out = db.Changes()
+            out.forgotten = sorted((before.keys() - after.keys()) | flipped)
+            new = (after.keys() - before.keys()) | flipped
+            # What others are snapshots of first: their refs are then known.
+            out.introduced = [self._facts(tree, u, counts) for u in sorted(
+                new, key=lambda u: (bool(tree.meta.vdis[u].snapshot_of), u))]
+            out.updated = [self._facts(tree, u, counts) for u in sorted(
+                ((changed | self._touched) & after.keys()) - flipped)]
+            out.sr = self._sr_facts(tree)
+            return out
+
+        db.tell(self.call, changes, type(self).__name__)
 
     def _info(self, tree, uuid: str) -> dict:
         rec = tree.meta.vdis[uuid]
@@ -96,8 +166,19 @@ class TreeSR(SR):
             tree.store.sr_detach()
 
     def sr_scan(self) -> None:
+        from smlib.xapi import db
+
         with self.tree() as tree:
             tree.scan()
+
+            def facts() -> tuple:
+                counts = tree.meta.child_counts()
+                return ([self._facts(tree, u, counts) for u in sorted(tree.meta.vdis)],
+                        self._sr_facts(tree))
+
+            # Every VDI on the SR, by location, against xapi's records.
+            db.synchronise(self.call, facts, type(self).__name__)
+            self._synchronised = True
 
     def sr_probe(self) -> str:
         # sm answers a probe with an XML list of the SRs found.
@@ -114,6 +195,7 @@ class TreeSR(SR):
         return f'<?xml version="1.0" ?>\n<SRlist>{items}</SRlist>\n'
 
     def sr_update(self) -> None:
+        self._sizes = True
         with self.tree():
             return None
 
@@ -131,6 +213,7 @@ class TreeSR(SR):
         with self.tree() as tree:
             # xapi sends vdi_uuid with vdi_create only when it chose the uuid.
             rec = tree.create(size, fields, self.call.vdi_uuid)
+            self._pool[rec.uuid] = _arg(args, 3)
             return self._info(tree, rec.uuid)
 
     def vdi_delete(self) -> None:
@@ -181,7 +264,7 @@ class TreeSR(SR):
 
     def vdi_update(self) -> None:
         with self.tree() as tree:
-            tree.visible(self._vdi(), "VDI")
+            self._touched.add(tree.visible(self._vdi(), "VDI").uuid)
 
     def vdi_revert(self) -> None:
         target = self.call.arg(0, "target VDI")
@@ -191,6 +274,7 @@ class TreeSR(SR):
             target = xapi.vdi_uuid(self.call.session_ref, target)
         with self.tree() as tree:
             tree.revert(target, self._vdi())
+            self._touched.add(target)  # a new volume: its size and utilisation
 
     def vdi_list(self) -> list:
         with self.tree() as tree:

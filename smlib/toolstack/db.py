@@ -15,7 +15,7 @@ from typing import Any, Iterator, Optional, TypeVar
 
 from smlib import config
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE sr (
@@ -83,6 +83,20 @@ CREATE TABLE pending (
     body TEXT NOT NULL
 );
 """,
+    # The fields of xapi's VDI and SR records that drivers keep themselves
+    # through the served XenAPI (smlib/toolstack/server.py, smlib/xapi/db.py).
+    3: """
+ALTER TABLE vdi ADD COLUMN physical_utilisation INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE vdi ADD COLUMN sm_config TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE vdi ADD COLUMN other_config TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE vdi ADD COLUMN sharable INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE vdi ADD COLUMN cbt_enabled INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE vdi ADD COLUMN metadata_of_pool TEXT NOT NULL DEFAULT '';
+ALTER TABLE sr ADD COLUMN virtual_allocation INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sr ADD COLUMN physical_size INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sr ADD COLUMN physical_utilisation INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX vdi_location ON vdi(sr_ref, location);
+""",
 }
 
 
@@ -106,6 +120,9 @@ class SRRecord:
     name_description: str = ""
     device_config: dict = field(default_factory=dict)
     capabilities: list = field(default_factory=list)
+    virtual_allocation: int = 0
+    physical_size: int = 0
+    physical_utilisation: int = 0
 
 
 @dataclass
@@ -123,6 +140,12 @@ class VDIRecord:
     managed: bool = True
     virtual_size: int = 0
     type: str = "user"
+    physical_utilisation: int = 0
+    sm_config: dict = field(default_factory=dict)
+    other_config: dict = field(default_factory=dict)
+    sharable: bool = False
+    cbt_enabled: bool = False
+    metadata_of_pool: str = ""
 
 
 @dataclass
@@ -151,7 +174,7 @@ class VBDRecord:
 Record = TypeVar("Record", SRRecord, VDIRecord, VMRecord, VBDRecord)
 
 _TABLES: "dict[type, str]" = {SRRecord: "sr", VDIRecord: "vdi", VMRecord: "vm", VBDRecord: "vbd"}
-_JSON_FIELDS = {"device_config", "capabilities"}
+_JSON_FIELDS = {"device_config", "capabilities", "sm_config", "other_config"}
 
 
 def _to_column(name: str, value: Any) -> Any:

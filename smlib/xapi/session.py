@@ -1,19 +1,31 @@
-"""OpaqueRef -> uuid through the caller's XenAPI session.
+"""The session back to xapi: the local XenAPI connection a driver reuses.
 
-Real xapi passes vdi_revert's target as an ``OpaqueRef:``; the driver asks
-xapi for the VDI's uuid with ``VDI.get_uuid`` over the XenAPI package's
-local (Unix socket) connection, reusing the ``session_ref`` xapi handed
-over (no login). ``SMLIB_XAPI_SOCKET`` (smlib.config) overrides the socket
-path (tests run a real XML-RPC server there).
+xapi passes ``session_ref``; like sm, the driver opens the local XenAPI
+connection (HTTP over the Unix socket ``/var/lib/xcp/xapi``) and sets that
+session on it, with no login. ``SMLIB_XAPI_SOCKET`` (smlib.config) names
+another socket: the toolstack's own XenAPI server (smlib/toolstack/server.py)
+or a test's.
+
+"No xapi" is a normal state, not an error: no ``session_ref``, no socket
+file, nobody listening there, or no ``XenAPI`` package. Callers then do
+without (smlib/xapi/db.py logs that nothing was synchronised). A xapi that
+is there but fails, answers garbage or does not answer within ``TIMEOUT``
+seconds (``SMLIB_XAPI_TIMEOUT``) is an SRError with a code, never 1200.
 """
 
+import os
 from typing import Optional
 
 from smlib import config
 from smlib.protocol.errors import SRError
 
 OPAQUE_PREFIX = "OpaqueRef:"
+NULL_REF = "OpaqueRef:NULL"
 DEFAULT_SOCKET = config.DEFAULT_XAPI_SOCKET
+
+
+class NoXapi(Exception):
+    """Nobody to talk to: the reason is the message."""
 
 
 def is_ref(text: str) -> bool:
@@ -24,41 +36,107 @@ def socket_path() -> str:
     return config.xapi_socket()
 
 
-def _session(session_ref: str, path: str):
-    import XenAPI  # lazy: heavy, and only real-xapi reverts need it
+def _transport(path: str, timeout: float):
+    """An XML-RPC transport to the HTTP server on Unix socket ``path``.
 
-    if path == DEFAULT_SOCKET:
-        session = XenAPI.xapi_local()
-        session._session = session_ref  # reuse xapi's session: no login
-        return session
-    # XenAPI's Unix transport spells the socket path in the URL host with
-    # "/" written as "_" (as xapi_local() does for /var/lib/xcp/xapi).
-    if "_" in path:
-        raise SRError.from_name("SMGeneral", f"xapi socket path {path!r} contains '_'")
-    session = XenAPI.Session("http://" + path.replace("/", "_") + "/",
-                             transport=XenAPI.UDSTransport())
-    session._session = session_ref  # reuse xapi's session: no login
-    return session
+    XenAPI's own UDSTransport spells the path in the URL with "/" as "_"
+    and has no timeout; this one takes the path as it is."""
+    import http.client
+    import socket
+    import xmlrpc.client
+
+    class Connection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            try:
+                sock.connect(path)
+            except OSError:
+                sock.close()
+                raise
+            self.sock = sock
+
+    class Transport(xmlrpc.client.Transport):
+        def make_connection(self, host):
+            if self._connection and host == self._connection[0]:
+                return self._connection[1]
+            self._connection = host, Connection("localhost", timeout=timeout)
+            return self._connection[1]
+
+    return Transport()
+
+
+class Session:
+    """``xenapi`` calls over the caller's session; each call bounded in time."""
+
+    def __init__(self, session_ref: str, path: str) -> None:
+        import XenAPI  # lazy: xmlrpc.client and http.client cost ~30 ms
+
+        self.path = path
+        self._api = XenAPI.Session("http://localhost/", transport=_transport(path, config.xapi_timeout()))
+        self._api._session = session_ref  # reuse xapi's session: no login
+        self.xenapi = self._api.xenapi
+
+
+def connect(session_ref: Optional[str]) -> Session:
+    """The caller's session on the local xapi; NoXapi when there is none."""
+    path = socket_path()
+    if not session_ref or session_ref == NULL_REF:
+        raise NoXapi("no session_ref in the call")
+    if not os.path.exists(path):
+        raise NoXapi(f"no xapi socket at {path}")
+    try:
+        return Session(session_ref, path)
+    except ImportError:
+        raise NoXapi("the XenAPI package is not installed") from None
+
+
+def failure(what: str, exc: BaseException, name: str = "SMGeneral") -> SRError:
+    """The SRError for a failed XenAPI call (``name``'s code; the details kept)."""
+    import xmlrpc.client
+
+    details = getattr(exc, "details", None)
+    if isinstance(details, list):  # XenAPI.Failure: xapi said no
+        text = f"xapi refused {what}: {details}"
+        if details[:1] in (["HANDLE_INVALID"], ["UUID_INVALID"]) and name == "SMGeneral":
+            return SRError.from_name("VDIMissing", text)
+        return SRError.from_name(name, text)
+    if isinstance(exc, xmlrpc.client.Fault):
+        return SRError.from_name(name, f"{what}: xapi fault {exc.faultCode}: {exc.faultString}")
+    if isinstance(exc, OSError):  # includes socket.timeout
+        return SRError.from_name(name, f"{what}: cannot talk to xapi at {socket_path()}: {exc}")
+    return SRError.from_name(name, f"{what}: unreadable answer from xapi: {exc!r}")
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Nobody listens at the socket (as opposed to a xapi that fails)."""
+    return isinstance(exc, (ConnectionRefusedError, FileNotFoundError))
+
+
+def call_errors() -> tuple:
+    """What a XenAPI call can raise: the exceptions ``failure`` turns into codes."""
+    import http.client
+    import xmlrpc.client
+
+    import XenAPI
+
+    return (XenAPI.Failure, xmlrpc.client.Error, http.client.HTTPException, OSError,
+            ValueError, TypeError, KeyError, IndexError)
 
 
 def vdi_uuid(session_ref: Optional[str], ref: str) -> str:
     """The uuid of VDI ``ref``; SRError when xapi cannot say."""
     if not session_ref:
         raise SRError.from_name("BadRequest", f"{ref} given without a session_ref")
-    import xmlrpc.client
-
-    import XenAPI
-
-    session = _session(session_ref, socket_path())
     try:
-        return str(session.xenapi.VDI.get_uuid(ref))
-    except XenAPI.Failure as e:
-        details = list(getattr(e, "details", []) or [])
-        if details[:1] == ["HANDLE_INVALID"]:
-            raise SRError.from_name("VDIMissing", f"xapi does not know {ref}") from None
-        raise SRError.from_name("SMGeneral", f"VDI.get_uuid({ref}): {details}") from None
-    except xmlrpc.client.Fault as e:
-        raise SRError.from_name("SMGeneral", f"VDI.get_uuid({ref}): {e.faultString}") from None
-    except OSError as e:
-        raise SRError.from_name("SMGeneral", f"cannot reach xapi at {socket_path()}: {e}") \
+        session = connect(session_ref)
+    except NoXapi as e:
+        raise SRError.from_name("SMGeneral", f"cannot reach xapi to resolve {ref}: {e}") \
             from None
+    try:
+        uuid = session.xenapi.VDI.get_uuid(ref)
+    except call_errors() as e:
+        raise failure(f"VDI.get_uuid({ref})", e) from None
+    if not isinstance(uuid, str):
+        raise SRError.from_name("SMGeneral", f"VDI.get_uuid({ref}) answered {uuid!r}")
+    return uuid

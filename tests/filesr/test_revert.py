@@ -28,6 +28,7 @@ from helpers.revert_scenarios import (
     revert_across_resize,
     revert_to_empty_single_and_written,
 )
+from helpers.xapi_standin import StandIn
 
 from smlib import vhd
 
@@ -111,21 +112,26 @@ def xapi_session(server: FakeXapi) -> str:
     return s._session
 
 
-def test_revert_semantics(filesr, fake_xapi):
+def test_revert_semantics(filesr, tmp_path):
     sr = filesr
     t, s1, s2, _before, after = first_revert(sr)
     assert after[s1]["snapshot_of"] == t and after[s2]["snapshot_of"] == t
     assert os.path.exists(sr.path(t))
 
-    # The target as real xapi names it: an OpaqueRef resolved over XenAPI.
-    session = xapi_session(fake_xapi)
-    t_ref = f"OpaqueRef:{uuidlib.uuid4()}"
-    fake_xapi.vdis[t_ref] = t
-    env = {"SM_XAPI_SOCKET": fake_xapi.server_address}
-    r = sr.run("vdi_revert", vdi_uuid=s2, vdi_location=s2, args=[t_ref],
-               session_ref=session, env=env)
-    assert r.ok() is None
-    assert fake_xapi.calls == [t_ref]
+    # The target as real xapi names it: an OpaqueRef resolved over XenAPI,
+    # from the records of a stand-in xapi (the toolstack's XenAPI server).
+    xapi = StandIn(str(tmp_path))
+    try:
+        sr_ref = xapi.add_sr("file", sr.sr_uuid, sr.dc).ref
+        keys = dict(sr_ref=sr_ref, session_ref=xapi.session, env=xapi.env)
+        sr.run("sr_scan", **keys).ok()
+        t_ref = xapi.vdi(t).ref
+        r = sr.run("vdi_revert", vdi_uuid=s2, vdi_location=s2, vdi_ref=xapi.vdi(s2).ref,
+                   args=[t_ref], **keys)
+        assert r.ok() is None
+        assert xapi.calls.count("VDI.get_uuid") == 1
+    finally:
+        xapi.close()
     assert_holds(sr, t, P2)
     assert_holds(sr, s1, P1)
     assert_holds(sr, s2, P2)

@@ -82,8 +82,9 @@ def test_a_version_1_database_is_upgraded_in_place(tmp_path):
     conn.commit()
     conn.close()
     db = Database(path)
-    assert db.conn.execute("PRAGMA user_version").fetchone()[0] == dbmod.SCHEMA_VERSION == 2
-    assert db.by_uuid(SRRecord, "sr-a").type == "file"
+    assert db.conn.execute("PRAGMA user_version").fetchone()[0] == dbmod.SCHEMA_VERSION == 3
+    sr = db.by_uuid(SRRecord, "sr-a")
+    assert sr.type == "file" and sr.physical_size == 0  # version 3's columns, defaulted
     pending_id = db.pending_add("vm_revert", {"phase": "prepare"})
     db.pending_set(pending_id, {"phase": "commit"})
     assert db.pending() == [(pending_id, "vm_revert", {"phase": "commit"})]
