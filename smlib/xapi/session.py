@@ -73,7 +73,8 @@ class Session:
         import XenAPI  # lazy: xmlrpc.client and http.client cost ~30 ms
 
         self.path = path
-        self._api = XenAPI.Session("http://localhost/", transport=_transport(path, config.xapi_timeout()))
+        transport = _transport(path, config.xapi_timeout())
+        self._api = XenAPI.Session("http://localhost/", transport=transport)
         self._api._session = session_ref  # reuse xapi's session: no login
         self.xenapi = self._api.xenapi
 
