@@ -225,6 +225,23 @@ def test_export_to_an_unwritable_place_fails_cleanly(smctl, tmp_path):
     ok(smctl("vdi-destroy", f"uuid={disk}"))
 
 
+def blocked_on_flock(proc: subprocess.Popen, path: str, timeout: float = 60.0) -> bool:
+    """True once ``proc`` waits for a flock on ``path``; False when it exits
+    first (it did not wait) or the timeout passes."""
+    inode = os.stat(path).st_ino
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        with open("/proc/locks") as f:
+            for line in f:
+                # "2: -> FLOCK  ADVISORY  WRITE <pid> <maj>:<min>:<inode> 0 EOF"
+                fields = line.split()
+                if fields[1:3] == ["->", "FLOCK"] and fields[5] == str(proc.pid) \
+                        and fields[6].rsplit(":", 1)[1] == str(inode):
+                    return True
+        time.sleep(0.05)
+    return False
+
+
 def test_changing_commands_wait_for_each_other(smctl, tmp_path):
     sr = new_uuid(smctl("sr-create", "type=dummy", "name-label=d"))
     env = dict(os.environ, SMCTL_DB=str(tmp_path / "cli.db"))
@@ -234,8 +251,9 @@ def test_changing_commands_wait_for_each_other(smctl, tmp_path):
         waiting = subprocess.Popen(
             [exe, "vdi-create", f"sr-uuid={sr}", "name-label=x", "virtual-size=1MiB"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(1.5)
-        assert waiting.poll() is None  # blocked on the lock
+        # Ready signal: the kernel lists smctl as a waiter on this lock
+        # (a "->" line of /proc/locks), however slowly it started.
+        assert blocked_on_flock(waiting, str(tmp_path / "cli.db") + ".lock")
         assert ok(smctl("vdi-list", "--minimal")) == "\n"  # reads do not wait
         fcntl.flock(lock, fcntl.LOCK_UN)
     out, err = waiting.communicate(timeout=60)
