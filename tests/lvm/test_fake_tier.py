@@ -69,16 +69,20 @@ def test_fake_follows_the_lvm2_rule_table(fake):
     assert final == {"a": 1 * EXTENT, "b": 3 * EXTENT}
 
 
-def test_fake_lv_nodes_follow_activation_and_rename(fake):
-    fake.vgcreate("VG_n", ["/dev/sdb"])
-    fake.lvcreate("VG_n", "x", 1)
-    assert os.path.realpath("/dev/VG_n/x").startswith("/var/lib/fakelvm/")
-    fake.lvchange_activate("VG_n", ["x"], False)
-    assert not os.path.exists("/dev/VG_n/x")
-    fake.lvrename("VG_n", "x", "y")
-    fake.lvchange_activate("VG_n", ["y"], True)
-    assert os.path.exists("/dev/VG_n/y") and not os.path.exists("/dev/VG_n/x")
-    assert fake.layout("VG_n").lvs["y"].size == EXTENT
+def test_store_rename_moves_the_node_and_the_bytes(store, fake):
+    """The store's rename through the production activation: the LV's node
+    follows it (the fake makes /dev/<vg>/<lv> as lvchange -ay does), the
+    bytes come along, the old name is gone from the store and from lvm2."""
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    store.create_vhd(a, 8 * MiB)
+    with vhd.open_image(store.activate(a), writable=True) as img:
+        img.write(0, b"R" * 4096)
+    store.rename(a, b)
+    assert store.list_volumes() == [b] and not store.exists(a)
+    assert not os.path.exists(f"/dev/{store.vg}/VHD-{a}")
+    assert "VHD-" + b in fake.layout(store.vg).lvs and "VHD-" + a not in fake.layout(store.vg).lvs
+    with vhd.open_image(store.activate(b)) as img:
+        assert img.read(0, 4096) == b"R" * 4096
 
 
 # ------------------------------------------------------------ the store
@@ -167,12 +171,14 @@ def test_store_refuses_bad_names_and_sizes(store, fake):
     with pytest.raises(SRError) as err:
         store.create_vhd(str(uuid.uuid4()), 3 * 1024 ** 4)
     assert err.value.name == "VDISize"
+    a = str(uuid.uuid4())
+    store.create_vhd(a, 16 * MiB)
+    size = store.utilisation(a)
     with pytest.raises(SRError) as err:
-        store.create_vhd(str(uuid.uuid4()), 16 * MiB) or store.set_container_size(
-            store.list_volumes()[0], 64 * GiB)
-        store.set_container_size(store.list_volumes()[0], 64 * GiB)
+        store.set_container_size(a, 64 * GiB)
     assert err.value.name == "SRNoSpace"
-    assert list(fake.vgs[store.vg].lvs) == ["MGT", "VHD-" + store.list_volumes()[0]]
+    assert list(fake.vgs[store.vg].lvs) == ["MGT", "VHD-" + a]
+    assert store.utilisation(a) == size == fake.layout(store.vg).lvs["VHD-" + a].size
 
 
 def test_mgt_torn_write_keeps_the_previous_state(store):
