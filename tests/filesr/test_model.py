@@ -8,6 +8,7 @@ the metadata agrees with the images, no base is leaked, no journal is left.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import xmlrpc.client
@@ -82,15 +83,30 @@ class TreeModel(RuleBasedStateMachine):
         self.model[new] = dict(self.model[uuid])
         self.sizes[new] = self.sizes[uuid]
 
+    def has_children(self, uuid: str) -> bool:
+        """Whether some image on disk names ``uuid`` as its parent (read
+        from the images' locators, not from the driver's metadata)."""
+        for name in self.sr.files():
+            if name.endswith(".vhd"):
+                with vhd.open_image(os.path.join(self.sr.location, name)) as img:
+                    if img.parent_locator == uuid + ".vhd":
+                        return True
+        return False
+
     @rule(data=st.data())
     def revert(self, data) -> None:
         target, snap = self.pick(data), self.pick(data)
+        parent_of_others = self.has_children(target)
         try:
             self.call("vdi_revert", vdi_uuid=snap, args=[target])
         except xmlrpc.client.Fault as f:
-            # The only refusals possible here: same VDI, or a read-only target.
+            # The only refusals possible here: the same VDI (143), or a
+            # target that other images are built on (46; 46 is also "cannot
+            # open the image", which must not pass for it).
             assert (f.faultCode, snap == target) in ((143, True), (46, False)), f
+            assert f.faultCode != 46 or parent_of_others, f
             return
+        assert not parent_of_others, "a revert rewrote a VDI that others are built on"
         self.model[target] = dict(self.model[snap])
         self.sizes[target] = self.sizes[snap]
 
