@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from filesr_helpers import pyvhdi_read
 
 from smlib.protocol.errors import SRError
 from smlib.stores.file import FileStore
@@ -124,13 +125,23 @@ def test_is_empty_by_size_agrees_with_the_bat(tmp_path, size, written):
     vhd.create(path, size)
     if written is not None:
         with vhd.open_image(path, writable=True) as img:
-            img.write(0 if written == 0 else size - 512, b"x" * 512)
+            img.write(0 if written == 0 else size - 4096, b"x" * 4096)
     vhd.snapshot(str(tmp_path / "b.vhd"), path)
     for p in (path, str(tmp_path / "b.vhd")):
         with vhd.open_image(p) as img:
             assert is_empty(img) == img.is_empty()
     with vhd.open_image(path) as img:
         assert is_empty(img) is (written is None)
+    # The written 4 KiB (the disk's last when "last") read back, through the
+    # child too, by the library and by pyvhdi; the 4 KiB beside them are zeros.
+    at = 0 if written in (None, 0) else size - 4096
+    want = bytes(4096) if written is None else b"x" * 4096
+    beside = at + 4096 if at == 0 else at - 4096
+    for p in (path, str(tmp_path / "b.vhd")):
+        with vhd.open_image(p) as img:
+            assert img.read(at, 4096) == want and img.read(beside, 4096) == bytes(4096)
+        assert pyvhdi_read(p, at, 4096) == want
+        assert pyvhdi_read(p, beside, 4096) == bytes(4096)
 
 
 def test_scan_removes_leftovers_of_interrupted_writes(filesr):
