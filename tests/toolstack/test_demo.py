@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -27,7 +28,10 @@ def test_demo_passes(drivers_dir):
     assert result.returncode == 0, result.stdout + result.stderr
     file_row, dummy_row = row(result.stdout, "file"), row(result.stdout, "dummy")
     assert file_row[1] == "in-place" and file_row[2] == file_row[3]
-    assert file_row[4] == "match" and file_row[5] == file_row[7]
+    # The content column: both hashes are the data written before the
+    # snapshot, as this test computes it.
+    first = hashlib.sha256(known_data("first")).hexdigest()[:12]
+    assert file_row[4] == "match" and file_row[5] == file_row[7] == first
     assert dummy_row[1] == "clone" and dummy_row[2] != dummy_row[3]
     assert dummy_row[-2:] == ["valid", "(repaired)"]
     assert "all checks passed" in result.stdout
@@ -61,6 +65,37 @@ os.execv({real!r}, [{real!r}] + sys.argv[1:])
     assert result.returncode == 1
     assert row(result.stdout, "file")[1] == "clone"
     assert "path taken is clone, expected in-place" in result.stdout
+
+
+def test_demo_scenario_leaves_the_snapshot_data_on_disk(tmp_path, drivers_dir, monkeypatch):
+    """The demo's file scenario, in process: afterwards the VM's disk, read
+    from the SR directory by pyvhdi (not by the demo's own export), holds
+    the data written before the snapshot, and the snapshot too."""
+    from filesr_helpers import pyvhdi_read
+
+    from smlib.toolstack import demo
+    from smlib.toolstack.db import Database, VDIRecord
+    from smlib.toolstack.ops import Toolstack
+    from smlib.toolstack.revert import IN_PLACE
+    from smlib.toolstack.runner import Runner
+
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    location = tmp_path / "file-sr"
+    location.mkdir()
+    db = Database(str(tmp_path / "state.db"))
+    ts = Toolstack(db, Runner(drivers_dir, timeout=120))
+    row = demo.Row("file")
+    demo.revert_scenario(ts, row, "file", {"location": str(location)}, str(tmp_path), IN_PLACE)
+    assert row.failures == []
+    first = known_data("first")
+    disks = {v.uuid: v for v in ts.db.select(VDIRecord)}
+    assert row.after in disks
+    snapshots = [u for u, v in disks.items() if v.is_a_snapshot]
+    assert len(snapshots) == 1
+    for uuid in (row.after, snapshots[0]):
+        got = pyvhdi_read(str(location / f"{uuid}.vhd"), 0, len(first))
+        assert hashlib.sha256(got).hexdigest() == hashlib.sha256(first).hexdigest(), uuid
+    db.close()
 
 
 def test_known_data_differs_and_has_holes():
