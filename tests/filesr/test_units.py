@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from filesr_helpers import pyvhdi_read
+from helpers.filesr_helpers import pyvhdi_read
 
 from smlib.protocol.errors import SRError
 from smlib.stores.file import FileStore

@@ -71,7 +71,7 @@ def test_demo_scenario_leaves_the_snapshot_data_on_disk(tmp_path, drivers_dir, m
     """The demo's file scenario, in process: afterwards the VM's disk, read
     from the SR directory by pyvhdi (not by the demo's own export), holds
     the data written before the snapshot, and the snapshot too."""
-    from filesr_helpers import pyvhdi_read
+    from helpers.filesr_helpers import pyvhdi_read
 
     from smlib.toolstack import demo
     from smlib.toolstack.db import Database, VDIRecord

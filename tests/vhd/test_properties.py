@@ -18,9 +18,9 @@ import shutil
 import subprocess
 
 import pytest
+from helpers.sr_harness import pyvhdi_chain_read
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sr_harness import pyvhdi_chain_read
 
 from smlib import vhd
 
