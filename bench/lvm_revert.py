@@ -64,15 +64,15 @@ class LVMBench(DriverBench):
             raise
 
     def _count_losetup(self) -> None:
-        from smlib.stores.lvm import store as lvmstore
+        from smlib.stores.lvm import activation
 
-        real = lvmstore._losetup
+        real = activation._losetup
 
         def counted(args: list[str]) -> str:
             self.losetups["-d" if "-d" in args else "attach"] += 1
             return real(args)
 
-        lvmstore._losetup = counted
+        activation._losetup = counted
 
     @staticmethod
     def driver_class() -> type:
@@ -108,10 +108,10 @@ class LVMBench(DriverBench):
         self.call("vdi_detach", vdi)
 
     def close(self) -> None:
-        from smlib.stores.lvm import store as lvmstore
+        from smlib.stores.lvm.activation import loop_devices
 
         real = os.path.realpath(self.device)
-        for dev, (backing, _, _) in lvmstore._loop_devices().items():
+        for dev, (backing, _, _) in loop_devices().items():
             if os.path.realpath(backing) == real:
                 subprocess.run(["losetup", "-d", dev], capture_output=True)
         for args in (["vgremove", "-f", self.vg], ["pvremove", "-ff", "-y", self.device]):

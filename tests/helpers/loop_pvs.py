@@ -62,10 +62,10 @@ def loop_backings() -> dict[str, str]:
 
 def windows_of(device: str) -> list[str]:
     """Loop devices whose backing file is ``device``."""
-    from smlib.stores.lvm.store import _loop_devices
+    from smlib.stores.lvm.activation import loop_devices
 
     real = os.path.realpath(device)
-    return sorted(dev for dev, (backing, _, _) in _loop_devices().items()
+    return sorted(dev for dev, (backing, _, _) in loop_devices().items()
                   if os.path.realpath(backing) == real)
 
 

@@ -23,7 +23,8 @@ from smlib.protocol import errors
 from smlib.protocol.errors import SRError
 from smlib.stores.lvm import mgt
 from smlib.stores.lvm import store as lvmstore
-from smlib.stores.lvm.store import LVChangeActivation, LVMStore
+from smlib.stores.lvm.activation import LVChangeActivation
+from smlib.stores.lvm.store import LVMStore
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB

@@ -10,38 +10,29 @@ One ``pvs --segments`` run (``lvm.layout``) tells a command the whole VG;
 afterwards the store keeps that picture up to date itself, so each later
 change costs exactly its own lvm2 run.
 
-How an LV's bytes are reached is one replaceable piece, chosen by
-``$SMLIB_LVM_ACTIVATION``:
-
-* ``lvchange`` (production, the default): ``lvchange -ay`` and
-  ``/dev/<vg>/<lv>``.
-* ``loop`` (machines without device-mapper, i.e. the tests here): a loop
-  device over the PV at the LV's extent offset. That only works for an LV
-  made of one run of extents, so in this mode the store also places LVs
-  itself: a new LV goes in the middle of the largest free gap and growth
-  goes right after the LV's last extent; an LV that still cannot stay
-  contiguous is refused with a clear error, never mapped wrongly.
+How an LV's bytes are reached is one replaceable piece (activation.py,
+chosen by ``$SMLIB_LVM_ACTIVATION``): ``lvchange -ay`` in production, loop
+devices in the tests here. The loop activation maps only LVs made of one run
+of extents, so with it the store places LVs itself (placement.py).
 """
 
 import os
 import stat
-import struct
-import time
-from typing import Optional, Sequence
+from typing import Optional
 
 from smlib import config
 from smlib.faults import mutation_point
 from smlib.protocol.errors import SRError
 from smlib.stores.base import Store, fsync_path, is_volume_name
 from smlib.stores.lvm import lvm2 as lvm_module
-from smlib.stores.lvm import mgt
-from smlib.stores.lvm.lvm2 import Extents, Layout, LVInfo
+from smlib.stores.lvm import mgt, placement
+from smlib.stores.lvm.activation import LVChangeActivation, default_activation
+from smlib.stores.lvm.lvm2 import Layout, LVInfo
 
 VG_PREFIX = "VG_XenStorage-"
 LV_PREFIX = "VHD-"
 MGT_LV = "MGT"
 MGT_BYTES = 8 * 1024 * 1024
-LOSETUP_TRIES = 5  # attaching a loop window races other losetup users
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -57,215 +48,6 @@ def empty_vhd_bound(virtual_size: int) -> int:
     blocks = _ceil_div(virtual_size, vf.BLOCK_SIZE)
     fixed = vf.FOOTER_SIZE + vf.HEADER_SIZE + vf.SECTOR + 3 * vf.LOCATOR_SPACE
     return fixed + vf.bat_bytes(blocks) + vf.batmap_bytes(blocks) + vf.DATA_ALIGN + vf.FOOTER_SIZE
-
-
-# ------------------------------------------------------------- activation
-
-class LVChangeActivation:
-    """Production: device-mapper activation through lvm2."""
-
-    places_extents = False
-
-    def activate(self, store: "LVMStore", lv: str) -> "tuple[str, bool]":
-        """The LV's path, and whether this call made it reachable."""
-        path = f"/dev/{store.vg}/{lv}"
-        if os.path.exists(path):
-            return path, False
-        store.lvm.lvchange_activate(store.vg, [lv], True)
-        return path, True
-
-    def deactivate(self, store: "LVMStore", lvs: Sequence[str]) -> None:
-        if lvs:
-            store.lvm.lvchange_activate(store.vg, list(lvs), False)
-
-    def before_remove(self, store: "LVMStore", lv: str) -> None:
-        """lvremove -f deactivates by itself."""
-        return None
-
-    def still_maps(self, store: "LVMStore", lv: str, path: str) -> bool:
-        return os.path.exists(path)
-
-    def after_resize(self, store: "LVMStore", lv: str, old_size: int) -> None:
-        """device-mapper follows lvresize by itself; the path stays valid."""
-        return None
-
-
-def _loop_devices() -> "dict[str, tuple[str, int, int]]":
-    """Attached loop devices: /dev/loopN -> (backing file, offset, sizelimit).
-
-    A device being detached is left out: ``losetup -d`` on a device that
-    someone still holds open (lvm2 scanning devices, say) only marks it
-    autoclear, and it vanishes when that holder lets go, so it must never
-    be picked up again as a window."""
-    found = {}
-    base = "/sys/block"
-    for dev in os.listdir(base) if os.path.isdir(base) else ():
-        info = os.path.join(base, dev, "loop")
-        if not dev.startswith("loop") or not os.path.isdir(info):
-            continue
-        try:
-            with open(os.path.join(info, "autoclear")) as f:
-                if f.read().strip() == "1":
-                    continue
-            with open(os.path.join(info, "backing_file")) as f:
-                backing = f.read().strip()
-            with open(os.path.join(info, "offset")) as f:
-                offset = int(f.read())
-            with open(os.path.join(info, "sizelimit")) as f:
-                limit = int(f.read())
-        except (OSError, ValueError):
-            continue  # detached while we looked
-        found[f"/dev/{dev}"] = (backing, offset, limit)
-    return found
-
-
-def _losetup(args: "list[str]") -> str:
-    import subprocess  # deferred: keep driver start-up light
-
-    proc = subprocess.run(["losetup", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True, timeout=60,
-                          stdin=subprocess.DEVNULL, check=False)
-    if proc.returncode != 0:
-        raise SRError.from_name("LVMMount", f"losetup {' '.join(args)}: {proc.stderr.strip()}")
-    return proc.stdout.strip()
-
-
-class LoopActivation:
-    """Tests on machines without device-mapper: a loop device over the PV
-    at the LV's extent offset. Only single-segment LVs can be mapped."""
-
-    places_extents = True
-
-    def _window(self, store: "LVMStore", lv: str) -> "tuple[str, int, int]":
-        info = store.layout().lvs.get(lv)
-        if info is None:
-            raise SRError.from_name("VDIUnavailable", f"LV {store.vg}/{lv} does not exist")
-        if len(info.segments) != 1:
-            raise SRError.from_name(
-                "VDIUnavailable",
-                f"LV {store.vg}/{lv} has {len(info.segments)} segments: loop activation "
-                "needs one contiguous run of extents")
-        run = info.segments[0][1]
-        pv = store.layout().pvs[run.pv]
-        es = store.layout().extent_size
-        return run.pv, pv.pe_start + run.start * es, run.count * es
-
-    def still_maps(self, store: "LVMStore", lv: str, path: str) -> bool:
-        """Whether ``path`` is still a window on the LV (sysfs only, cheap)."""
-        return path in self._windows(*self._window(store, lv))
-
-    def _windows(self, pv: str, offset: int, size: int) -> "list[str]":
-        real = os.path.realpath(pv)
-        return sorted(dev for dev, (backing, off, limit) in _loop_devices().items()
-                      if os.path.realpath(backing) == real and off == offset and limit == size)
-
-    def activate(self, store: "LVMStore", lv: str) -> "tuple[str, bool]":
-        """The loop device, and whether this call attached it."""
-        pv, offset, size = self._window(store, lv)
-        for dev in self._windows(pv, offset, size):
-            return dev, False  # same bytes already mapped (kept, or left by a crash)
-        args = ["-f", "--show", "-o", str(offset), "--sizelimit", str(size), pv]
-        for _ in range(LOSETUP_TRIES - 1):
-            # "-f" finds a free device, then claims it: another process may
-            # claim it in between, which fails this attach; try the next one.
-            try:
-                return _losetup(args), True
-            except SRError:
-                time.sleep(0.05)
-        return _losetup(args), True
-
-    def deactivate(self, store: "LVMStore", lvs: Sequence[str]) -> None:
-        for lv in lvs:
-            self.before_remove(store, lv)
-
-    def before_remove(self, store: "LVMStore", lv: str) -> None:
-        """Detach every loop device mapping the LV: no window may outlive
-        the extents it shows."""
-        try:
-            pv, offset, size = self._window(store, lv)
-        except SRError:
-            return
-        for dev in self._windows(pv, offset, size):
-            fsync_path(dev)
-            _losetup(["-d", dev])
-
-    def after_resize(self, store: "LVMStore", lv: str, old_size: int) -> None:
-        """Windows of the LV take its new size, keeping their path, as a
-        device-mapper device does (the LV grew or shrank at its end)."""
-        pv, offset, size = self._window(store, lv)
-        for dev in self._windows(pv, offset, old_size):
-            set_loop_sizelimit(dev, size)
-
-
-# struct loop_info64 (linux/loop.h): 5 u64, 4 u32, 64+64+32 bytes, 2 u64.
-LOOP_INFO64 = struct.Struct("=QQQQQIIII64s64s32s2Q")
-LI_SIZELIMIT = 4                      # field index of lo_sizelimit
-LOOP_SET_STATUS64 = 0x4C04
-LOOP_GET_STATUS64 = 0x4C05
-
-
-def set_loop_sizelimit(dev: str, size: int) -> None:
-    """Change an attached loop device's size limit in place."""
-    import fcntl  # deferred: only the loop activation needs it
-
-    fd = os.open(dev, os.O_RDWR)
-    try:
-        buf = bytearray(LOOP_INFO64.size)
-        fcntl.ioctl(fd, LOOP_GET_STATUS64, buf)
-        fields = list(LOOP_INFO64.unpack(buf))
-        fields[LI_SIZELIMIT] = size
-        fcntl.ioctl(fd, LOOP_SET_STATUS64, LOOP_INFO64.pack(*fields))
-    except OSError as exc:
-        raise SRError.from_name("LVMResize", f"resizing loop device {dev}: {exc}") from exc
-    finally:
-        os.close(fd)
-
-
-ACTIVATIONS = {"lvchange": LVChangeActivation, "loop": LoopActivation}
-
-
-def default_activation():
-    """The activation named by ``$SMLIB_LVM_ACTIVATION`` (production by default)."""
-    name = config.lvm_activation()
-    if name not in ACTIVATIONS:
-        raise SRError.from_name("SMGeneral", f"SMLIB_LVM_ACTIVATION={name!r}: not one of "
-                                f"{', '.join(sorted(ACTIVATIONS))}")
-    return ACTIVATIONS[name]()
-
-
-# ------------------------------------------------------------- placement
-
-def _gap_after(layout: Layout, run: Extents) -> Optional[Extents]:
-    end = run.start + run.count
-    for gap in layout.free:
-        if gap.pv == run.pv and gap.start == end:
-            return gap
-    return None
-
-
-def _take(layout: Layout, pv: str, start: int, count: int) -> None:
-    """Mark extents used in the free list."""
-    for i, gap in enumerate(layout.free):
-        if gap.pv == pv and gap.start <= start and start + count <= gap.start + gap.count:
-            pieces = [Extents(pv, gap.start, start - gap.start),
-                      Extents(pv, start + count, gap.start + gap.count - start - count)]
-            layout.free[i:i + 1] = [p for p in pieces if p.count]
-            return
-    raise AssertionError(f"extents {pv}:{start}+{count} are not free")
-
-
-def _give_back(layout: Layout, pv: str, start: int, count: int) -> None:
-    """Mark extents free, merging with neighbouring gaps."""
-    layout.free.append(Extents(pv, start, count))
-    layout.free.sort(key=lambda g: (g.pv, g.start))
-    merged: list[Extents] = []
-    for gap in layout.free:
-        last = merged[-1] if merged else None
-        if last and last.pv == gap.pv and last.start + last.count == gap.start:
-            last.count += gap.count
-        else:
-            merged.append(Extents(gap.pv, gap.start, gap.count))
-    layout.free = merged
 
 
 # ------------------------------------------------------------------ store
@@ -462,25 +244,12 @@ class LVMStore(Store):
 
     def _create_lv(self, lv: str, extents: int) -> None:
         layout = self.layout()
-        where = None
-        if self.activation.places_extents:
-            # Middle of the largest gap: both this LV and the one before it
-            # can then grow contiguously.
-            gap = max(layout.free, key=lambda g: g.count, default=None)
-            if gap is None or gap.count < extents:
-                raise SRError.from_name(
-                    "SRNoSpace", f"{self.vg}: {extents} contiguous extents wanted, largest "
-                    f"free run is {gap.count if gap else 0}")
-            where = [Extents(gap.pv, gap.start + (gap.count - extents) // 2, extents)]
-        elif layout.free_extents() < extents:
-            raise SRError.from_name("SRNoSpace", f"{self.vg}: {extents} extents wanted, "
-                                    f"{layout.free_extents()} free")
-        self.lvm.lvcreate(self.vg, lv, extents, where=where)
+        where = placement.where_new(layout, extents, self.vg, self.activation.places_extents)
+        self.lvm.lvcreate(self.vg, lv, extents, where=[where] if where else None)
         info = LVInfo(lv, extents * layout.extent_size)
         layout.lvs[lv] = info
         if where:
-            _take(layout, where[0].pv, where[0].start, extents)
-            info.segments = [(0, where[0])]
+            placement.record_new(layout, info, where)
         else:
             self._extents_known = False
 
@@ -570,7 +339,7 @@ class LVMStore(Store):
         for lv in lvs:
             info = layout.lvs.pop(lv)
             for _, run in info.segments:
-                _give_back(layout, run.pv, run.start, run.count)
+                placement.give_back(layout, run.pv, run.start, run.count)
             if not info.segments:
                 self._extents_known = False
 
@@ -584,41 +353,17 @@ class LVMStore(Store):
         want, have = self._extents_for(nbytes), info.size // es
         if want == have:
             return
-        where = None
-        if want > have and self.activation.places_extents:
-            last = info.segments[-1][1]
-            gap = _gap_after(layout, last)
-            if gap is None or gap.count < want - have:
-                raise SRError.from_name(
-                    "SRNoSpace" if layout.free_extents() < want - have else "LVMResize",
-                    f"{lv}: {want - have} more extents wanted right after it; loop "
-                    "activation needs contiguous LVs")
-            where = [Extents(gap.pv, gap.start, want - have)]
-        elif want > have and layout.free_extents() < want - have:
-            raise SRError.from_name("SRNoSpace", f"{lv}: {want - have} more extents wanted, "
-                                    f"{layout.free_extents()} free")
-        self.lvm.lvresize(self.vg, lv, want, where=where)
+        where = placement.where_growth(layout, info, want - have,
+                                       self.activation.places_extents) if want > have else None
+        self.lvm.lvresize(self.vg, lv, want, where=[where] if where else None)
         old_size, info.size = info.size, want * es
         if where:
-            _take(layout, where[0].pv, where[0].start, want - have)
-            last = info.segments[-1][1]
-            last.count += want - have
+            placement.record_growth(layout, info, where)
         elif want < have and info.segments:
-            self._shrink_segments(layout, info, have - want)
+            placement.shrink_segments(layout, info, have - want)
         else:
             self._extents_known = False
         self.activation.after_resize(self, lv, old_size)
-
-    @staticmethod
-    def _shrink_segments(layout: Layout, info: LVInfo, drop: int) -> None:
-        while drop:
-            _, last = info.segments[-1]
-            cut = min(drop, last.count)
-            _give_back(layout, last.pv, last.start + last.count - cut, cut)
-            last.count -= cut
-            if not last.count:
-                info.segments.pop()
-            drop -= cut
 
     # --------------------------------------------------------- activation
 
