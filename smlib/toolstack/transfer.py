@@ -1,19 +1,37 @@
-"""vdi import / export of raw images, through the driver as a toolstack does it.
+"""vdi import / export / copy, raw or VHD, through the driver as a toolstack does it.
 
 attach (+ activate when the SR has it) gives the path of the disk's VHD;
-the bytes go through the VHD library's chain reader / leaf writer; then
-deactivate and detach, also on error.
+the bytes go through the VHD library: the chain reader, the leaf writer,
+and a new dynamic image for a VHD export. Then deactivate and detach, also
+on error.
+
+- Import writes what the image holds from offset 0: a raw file's bytes, a
+  VHD's allocated sectors. Elsewhere (past a short raw file, a VHD's
+  unallocated blocks) the disk keeps its bytes, as xe does and as a delta
+  VHD needs; ``exact=True`` makes those places read as zeros instead. An
+  image is checked whole before the disk is touched; with ``rollback=True``
+  (smctl's way), where the SR can snapshot and revert in place, an import
+  that fails or is interrupted part way is reverted to a snapshot taken first.
+- Export writes a temporary file beside the target and renames it over the
+  target only when complete: an existing file is replaced whole or not at
+  all (and only with force). ``base=`` (VHD only) writes just the blocks
+  whose contents differ from the base disk's, as xe's delta export does.
 """
 
 import contextlib
 import os
-from typing import Iterator, Optional
+import signal
+from typing import Callable, Iterator, List, Optional, Set, Tuple
 
-from smlib.toolstack.db import VDIRecord
+from smlib.toolstack.db import SRRecord, VDIRecord
 from smlib.toolstack.ops import Progress, Toolstack
 from smlib.toolstack.runner import ToolstackError
 
-CHUNK = 2 * 1024 * 1024  # one VHD block: writes stay block-aligned
+FORMATS = ("raw", "vhd")
+BLOCK = 2 * 1024 * 1024   # one VHD block: reads and writes stay block-aligned
+SECTOR = 512
+
+Extent = Tuple[int, bytes]   # (byte offset in the disk, data)
 
 
 @contextlib.contextmanager
@@ -46,76 +64,468 @@ def attached(ts: Toolstack, vdi: VDIRecord, writable: bool) -> Iterator[str]:
 
 
 def _vhd_error(exc: Exception, vdi: VDIRecord) -> ToolstackError:
-    return ToolstackError("VDI_IO_ERROR", f"VDI {vdi.uuid}: {exc}")
+    what = getattr(exc, "what", str(exc))  # VHDError.what has no internal path
+    return ToolstackError("VDI_IO_ERROR", f"VDI {vdi.uuid}: {what}")
 
 
-def vdi_import(
-    ts: Toolstack, vdi: VDIRecord, filename: str, progress: Optional[Progress] = None
-) -> int:
-    """Write a raw image into the disk from offset 0; returns bytes imported."""
+def _file_error(path: str, exc: OSError) -> ToolstackError:
+    """xe's names for an image that cannot be read."""
+    import errno
+
+    name = "FILE_NOT_FOUND" if exc.errno == errno.ENOENT else "IMPORT_FILE_INVALID"
+    return ToolstackError(name, f"{path}: {exc.strerror}")
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ToolstackError("FORMAT_UNKNOWN", f"format {fmt!r}: use raw or vhd")
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Clean-up that a second Ctrl-C must not cut short (and that the
+    drivers it runs, which inherit the disposition, finish too)."""
+    try:
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: nothing to defer
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+# Chains: which blocks may hold data -------------------------------------
+
+
+def _chain_blocks(image: "object") -> "List[Tuple[str, Set[int]]]":
+    """(real path, allocated blocks) of each image of a chain, leaf first."""
+    found = []
+    img = image
+    while img is not None:
+        found.append((os.path.realpath(img.path), set(img.allocated_blocks())))
+        img = img.parent()
+    return found
+
+
+def _any_blocks(chain: "List[Tuple[str, Set[int]]]") -> Set[int]:
+    blocks: Set[int] = set()
+    for _path, own in chain:
+        blocks |= own
+    return blocks
+
+
+def _runs(bits: int, count: int) -> Iterator[Tuple[int, int]]:
+    """Runs [s0, s1) of set bits in a count-bit map, bit 0 the most significant."""
+    text = format(bits, f"0{count}b")
+    pos = text.find("1")
+    while pos >= 0:
+        end = text.find("0", pos)
+        end = count if end < 0 else end
+        yield pos, end
+        pos = text.find("1", end)
+
+
+# Sources of an import ---------------------------------------------------
+
+
+class Source:
+    """An image to import: its extents, how many bytes they hold, what they cover."""
+
+    virtual_size = 0
+    data_bytes = 0
+
+    def extents(self) -> Iterator[Extent]:
+        raise NotImplementedError
+
+    def covered(self) -> "List[Tuple[int, int]]":
+        """Byte ranges [start, end) the image gives contents for, sorted."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class RawSource(Source):
+    def __init__(self, path: str) -> None:
+        try:
+            self._f = open(path, "rb")  # noqa: SIM115 - closed by close()
+            self.virtual_size = self.data_bytes = os.fstat(self._f.fileno()).st_size
+        except OSError as exc:
+            raise _file_error(path, exc) from None
+
+    def extents(self) -> Iterator[Extent]:
+        done = 0
+        while done < self.data_bytes:
+            data = self._f.read(min(BLOCK, self.data_bytes - done))
+            if not data:
+                raise ToolstackError("IMPORT_FILE_INVALID",
+                                     f"{self._f.name} shrank while it was read")
+            yield done, data
+            done += len(data)
+
+    def covered(self) -> "List[Tuple[int, int]]":
+        return [(0, self.data_bytes)]
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class FixedVHDSource(RawSource):
+    """A fixed VHD: the raw disk followed by a footer."""
+
+    def __init__(self, path: str, size: int) -> None:
+        super().__init__(path)
+        self.virtual_size = self.data_bytes = size
+
+
+class DynamicVHDSource(Source):
+    """A dynamic VHD (blktap's, qemu's or vhd-util's): its allocated sectors."""
+
+    def __init__(self, image: "object") -> None:
+        self.image = image
+        self.virtual_size = image.virtual_size
+        self._runs = []
+        for block in image.allocated_blocks():
+            for s0, s1 in _runs(image.bitmap(block), image.spb):
+                start = block * image.block_size + s0 * SECTOR
+                end = min(block * image.block_size + s1 * SECTOR, self.virtual_size)
+                if start < end:
+                    self._runs.append((block, s0, start, end))
+        self.data_bytes = sum(end - start for _b, _s, start, end in self._runs)
+
+    def extents(self) -> Iterator[Extent]:
+        for block, s0, start, end in self._runs:
+            data = self.image.read_own(block, s0, s0 + -(-(end - start) // SECTOR))
+            yield start, data[:end - start]
+
+    def covered(self) -> "List[Tuple[int, int]]":
+        return [(start, end) for _b, _s, start, end in self._runs]
+
+    def close(self) -> None:
+        self.image.close()
+
+
+def open_source(path: str, fmt: str) -> Source:
+    """The image to import, checked whole: a damaged one raises before anything changes."""
+    _check_format(fmt)
+    if fmt == "raw":
+        return RawSource(path)
     from smlib import vhd
+    from smlib.vhd import format as vfmt
+
+    def invalid(what: str) -> ToolstackError:
+        return ToolstackError("IMPORT_VHD_INVALID", f"{path}: {what}")
 
     try:
-        total = os.path.getsize(filename)
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < vfmt.FOOTER_SIZE:
+                raise invalid("too small for a VHD footer")
+            f.seek(size - vfmt.FOOTER_SIZE)
+            tail = f.read(vfmt.FOOTER_SIZE)
     except OSError as exc:
-        raise ToolstackError("FILE_NOT_FOUND", f"{filename}: {exc.strerror}") from None
-    if total > vdi.virtual_size:
-        raise ToolstackError(
-            "VDI_TOO_SMALL",
-            f"{filename} holds {total} bytes; VDI {vdi.uuid} has {vdi.virtual_size}",
-        )
-    if vdi.read_only:
-        raise ToolstackError("VDI_READONLY", f"VDI {vdi.uuid} is read-only")
-    done = 0
-    with open(filename, "rb") as src, attached(ts, vdi, writable=True) as path:
-        try:
-            with vhd.open_image(path, writable=True) as image:
-                while done < total:
-                    data = src.read(min(CHUNK, total - done))
-                    if not data:
-                        break
-                    # Skip what the chain already holds: zeros over an empty
-                    # parent stay unallocated, and a parent's equal block is
-                    # not copied up.
-                    if image.read(done, len(data)) != data:
-                        image.write(done, data)
-                    done += len(data)
-                    if progress:
-                        progress(done, total)
-        except vhd.VHDError as exc:
-            raise _vhd_error(exc, vdi) from None
-    return done
+        raise _file_error(path, exc) from None
+    try:
+        footer = vfmt.Footer.unpack(tail, path, size - vfmt.FOOTER_SIZE)
+    except vhd.VHDError:
+        footer = None  # a dynamic VHD may still have its copy at 0: check() decides
+    if footer is not None and footer.disk_type == vfmt.DISK_FIXED:
+        if footer.current_size != size - vfmt.FOOTER_SIZE:
+            raise invalid(f"fixed VHD of {footer.current_size} bytes in a file of {size}")
+        return FixedVHDSource(path, footer.current_size)
+    try:
+        vhd.check(path, parents=False)
+        image = vhd.open_image(path)
+    except vhd.VHDError as exc:
+        raise invalid(exc.what + (f" at offset {exc.offset}" if exc.offset is not None
+                                  else "")) from None
+    if image.disk_type != vfmt.DISK_DYNAMIC:
+        image.close()
+        raise invalid("a differencing VHD: import needs a whole disk (export it without a"
+                      " parent, or import the parent first)")
+    try:
+        return DynamicVHDSource(image)
+    except vhd.VHDError as exc:
+        image.close()
+        raise invalid(exc.what) from None
 
 
-def vdi_export(
-    ts: Toolstack, vdi: VDIRecord, filename: str, progress: Optional[Progress] = None
-) -> int:
-    """Write the disk's whole contents, through its chain, to a raw file."""
+# Import ----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def rollback_point(ts: Toolstack, vdi: VDIRecord) -> Iterator[None]:
+    """A snapshot of the disk to revert to in place if the body does not finish.
+
+    Only where the SR can snapshot and revert in place: elsewhere an
+    interrupted import leaves the disk part-written.
+    """
+    sr = ts.sr_of(vdi)
+    if not (ts.can(sr, "VDI_SNAPSHOT") and ts.can(sr, "VDI_REVERT")):
+        yield
+        return
+    snap = ts.vdi_snapshot(vdi)
+    try:
+        yield
+    except BaseException as exc:
+        with _sigint_deferred():
+            try:
+                ts.vdi_revert(snap)
+            except ToolstackError as undo:
+                note = f"rollback failed: {undo}; the disk's old contents are in snapshot" \
+                       f" {snap.uuid}"
+                if isinstance(exc, ToolstackError):
+                    exc.annotate(note)
+                    raise
+                raise ToolstackError("VDI_IO_ERROR", f"interrupted; {note}") from None
+            ts.discard([snap])
+        raise
+    ts.discard([snap])
+
+
+def _zero_uncovered(image: "object", covered: "List[Tuple[int, int]]", size: int,
+                    blocks: Set[int]) -> None:
+    """Write zeros where the chain holds data and the image gave none."""
+    gaps = []
+    at = 0
+    for start, end in covered + [(size, size)]:
+        if start > at:
+            gaps.append((at, min(start, size)))
+        at = max(at, end)
+    for start, end in gaps:
+        pos = start
+        while pos < end:
+            block = pos // BLOCK
+            stop = min(end, (block + 1) * BLOCK)
+            if block in blocks:
+                length = stop - pos
+                if image.read(pos, length).count(0) != length:
+                    image.write(pos, bytes(length))
+            pos = stop
+
+
+def vdi_import(ts: Toolstack, vdi: VDIRecord, filename: str,
+               progress: Optional[Progress] = None, *, fmt: str = "raw",
+               exact: bool = False, rollback: bool = False) -> int:
+    """Write an image into the disk (see the module doc); returns bytes read from it.
+
+    rollback: take a snapshot first and revert to it if the import does not
+    finish (smctl does; costs a snapshot, a delete and their GC).
+    """
     from smlib import vhd
 
-    done = 0
-    with attached(ts, vdi, writable=False) as path:
-        created = False
+    if vdi.read_only:
+        raise ToolstackError("VDI_READONLY", f"VDI {vdi.uuid} is read-only")
+    source = open_source(filename, fmt)
+    try:
+        if source.virtual_size > vdi.virtual_size:
+            past = [e for s, e in source.covered() if e > vdi.virtual_size]
+            # qemu-img rounds a VHD's size up to a CHS geometry: a few sectors
+            # with no data past the disk's end are no reason to refuse.
+            if fmt == "raw" or past:
+                raise ToolstackError(
+                    "VDI_TOO_SMALL", f"{filename} holds {source.virtual_size} bytes;"
+                    f" VDI {vdi.uuid} has {vdi.virtual_size}")
+        total, done = source.data_bytes, 0
+        guard = rollback_point(ts, vdi) if rollback else contextlib.ExitStack()
+        with guard, attached(ts, vdi, writable=True) as path:
+            try:
+                with vhd.open_image(path, writable=True) as image:
+                    blocks = _any_blocks(_chain_blocks(image)) if exact else set()
+                    for offset, data in source.extents():
+                        # Skip what the chain already holds: zeros over an empty
+                        # parent stay unallocated, a parent's equal block is not
+                        # copied up.
+                        if image.read(offset, len(data)) != data:
+                            image.write(offset, data)
+                        done += len(data)
+                        if progress:
+                            progress(done, total)
+                    if exact:
+                        _zero_uncovered(image, source.covered(), vdi.virtual_size, blocks)
+                    if progress and not total:
+                        progress(0, 0)
+            except vhd.VHDError as exc:
+                raise _vhd_error(exc, vdi) from None
+    finally:
+        source.close()
+    return done
+
+
+# Export ----------------------------------------------------------------
+
+
+def _temp_beside(filename: str) -> str:
+    import tempfile
+
+    directory = os.path.dirname(os.path.abspath(filename))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(filename)}.", suffix=".part",
+                               dir=directory)
+    os.close(fd)
+    return tmp
+
+
+def _check_target(filename: str, force: bool) -> None:
+    directory = os.path.dirname(os.path.abspath(filename))
+    if not os.path.isdir(directory):
+        raise ToolstackError("EXPORT_PATH_INVALID", f"{filename}: no directory {directory}")
+    if os.path.isdir(filename):
+        raise ToolstackError("EXPORT_PATH_INVALID", f"{filename} is a directory")
+    if os.path.lexists(filename) and not force:
+        raise ToolstackError(
+            "FILE_ALREADY_EXISTS", f"{filename} exists; give force=true to replace it")
+
+
+def _write_raw(out_path: str, read: Callable[[int, int], bytes], size: int,
+               blocks: Set[int], step: Callable[[int], None]) -> None:
+    with open(out_path, "wb") as out:
+        for block in range(-(-size // BLOCK)):
+            offset = block * BLOCK
+            length = min(BLOCK, size - offset)
+            data = read(offset, length) if block in blocks else None
+            if data is not None and data.count(0) != len(data):
+                out.seek(offset)
+                out.write(data)
+            step(offset + length)
+        out.truncate(size)  # the raw file stays sparse where the disk is zero
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _write_vhd(out_path: str, read: Callable[[int, int], bytes], size: int,
+               blocks: Set[int], differs: Optional[Callable[[int, int, bytes], bool]],
+               step: Callable[[int], None]) -> None:
+    from smlib import vhd
+
+    vhd.create(out_path, size)
+    with vhd.open_image(out_path, writable=True) as out:
+        for block in range(-(-size // BLOCK)):
+            offset = block * BLOCK
+            length = min(BLOCK, size - offset)
+            if block in blocks:
+                data = read(offset, length)
+                # A full export leaves zero blocks unallocated (they read as
+                # zeros); a delta writes every block that differs, zeros too.
+                wanted = differs(offset, length, data) if differs else (
+                    data.count(0) != len(data))
+                if wanted:
+                    out.write(offset, data)
+            step(offset + length)
+
+
+def vdi_export(ts: Toolstack, vdi: VDIRecord, filename: str,
+               progress: Optional[Progress] = None, *, fmt: str = "raw",
+               base: Optional[VDIRecord] = None, force: bool = False) -> int:
+    """Write the disk's contents (or, with base, its difference) to filename."""
+    from smlib import vhd
+
+    _check_format(fmt)
+    if base is not None and fmt != "vhd":
+        raise ToolstackError("FORMAT_UNKNOWN", "base= needs format=vhd (a raw file has no holes"
+                             " to mark the unchanged blocks)")
+    _check_target(filename, force)
+    size = vdi.virtual_size
+
+    def step(done: int) -> None:
+        if progress:
+            progress(done, size)
+
+    with contextlib.ExitStack() as stack:
+        path = stack.enter_context(attached(ts, vdi, writable=False))
+        same = base is not None and base.ref == vdi.ref   # an empty delta; attach once
+        base_path = stack.enter_context(attached(ts, base, writable=False)) if (
+            base is not None and not same) else None
+        tmp = _temp_beside(filename)
         try:
-            with vhd.open_image(path) as image, open(filename, "wb") as out:
-                created = True
-                total = image.virtual_size
-                while done < total:
-                    length = min(CHUNK, total - done)
-                    data = image.read(done, length)
-                    if data.count(0) == len(data):
-                        out.seek(length, os.SEEK_CUR)  # keep the raw file sparse
-                    else:
-                        out.write(data)
-                    done += length
-                    if progress:
-                        progress(done, total)
-                out.truncate(done)
+            image = stack.enter_context(vhd.open_image(path))
+            size = image.virtual_size
+            chain = _chain_blocks(image)
+            blocks = _any_blocks(chain)
+            differs = None
+            if same:
+                blocks = set()
+            elif base_path is not None:
+                base_image = stack.enter_context(vhd.open_image(base_path))
+                blocks = _delta_candidates(chain, _chain_blocks(base_image), size,
+                                           base_image.virtual_size)
+                differs = _differs_from(base_image)
+            if fmt == "raw":
+                _write_raw(tmp, image.read, size, blocks, step)
+            else:
+                _write_vhd(tmp, image.read, size, blocks, differs, step)
+            os.replace(tmp, filename)
         except BaseException as exc:
             # No half-written image left behind to be mistaken for an export.
-            if created:
-                os.remove(filename)
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
             if isinstance(exc, vhd.VHDError):
                 raise _vhd_error(exc, vdi) from None
+            if isinstance(exc, OSError):
+                raise ToolstackError("EXPORT_FAILED", f"{filename}: {exc.strerror}") from None
             raise
-    return done
+    return size
+
+
+def _delta_candidates(chain: "List[Tuple[str, Set[int]]]",
+                      base_chain: "List[Tuple[str, Set[int]]]", size: int,
+                      base_size: int) -> Set[int]:
+    """Blocks that can differ: those allocated in an image only one chain holds.
+
+    An image both chains share (a common ancestor) shows the same bytes to
+    both, so its blocks differ only where a private image covers them.
+    Sizes that differ make every allocated block a candidate.
+    """
+    if size != base_size:
+        return _any_blocks(chain) | _any_blocks(base_chain)
+    mine = {p for p, _b in chain}
+    theirs = {p for p, _b in base_chain}
+    return _any_blocks([c for c in chain if c[0] not in theirs]) | _any_blocks(
+        [c for c in base_chain if c[0] not in mine])
+
+
+def _differs_from(base_image: "object") -> Callable[[int, int, bytes], bool]:
+    def differs(offset: int, length: int, data: bytes) -> bool:
+        limit = base_image.virtual_size
+        if offset >= limit:
+            return data.count(0) != len(data)
+        theirs = base_image.read(offset, min(length, limit - offset))
+        return data != theirs + bytes(length - len(theirs))
+    return differs
+
+
+# Copy ------------------------------------------------------------------
+
+
+def vdi_copy(ts: Toolstack, vdi: VDIRecord, sr: SRRecord,
+             progress: Optional[Progress] = None) -> VDIRecord:
+    """A new disk on sr with vdi's name and contents (xe vdi-copy); destroyed on failure."""
+    from smlib import vhd
+
+    copy = ts.vdi_create(sr, vdi.virtual_size, vdi.name_label, vdi.name_description,
+                         vdi_type=vdi.type)
+    try:
+        with attached(ts, vdi, writable=False) as src_path, \
+                attached(ts, copy, writable=True) as dst_path:
+            try:
+                with vhd.open_image(src_path) as src, \
+                        vhd.open_image(dst_path, writable=True) as dst:
+                    size = src.virtual_size
+                    blocks = _any_blocks(_chain_blocks(src))
+                    for block in range(-(-size // BLOCK)):
+                        offset = block * BLOCK
+                        length = min(BLOCK, size - offset)
+                        if block in blocks:
+                            data = src.read(offset, length)
+                            if data.count(0) != length:  # the new disk reads zeros already
+                                dst.write(offset, data)
+                        if progress:
+                            progress(offset + length, size)
+            except vhd.VHDError as exc:
+                raise _vhd_error(exc, vdi) from None
+    except BaseException:
+        with _sigint_deferred():
+            ts.discard([copy])
+        raise
+    return copy

@@ -50,7 +50,7 @@ def put(ts, vdi, data: bytes, tmp_path) -> None:
 
 def content(ts, vdi, tmp_path, length: int = 6 * MiB) -> bytes:
     out = tmp_path / "out.raw"
-    vdi_export(ts, ts.db.get(VDIRecord, vdi.ref), str(out))
+    vdi_export(ts, ts.db.get(VDIRecord, vdi.ref), str(out), force=True)
     data = out.read_bytes()
     assert len(data) == ts.db.get(VDIRecord, vdi.ref).virtual_size
     return data[:length]
