@@ -18,6 +18,10 @@ from typing import Any, Optional
 from smlib import config
 
 INSTALLED_DRIVER_DIR = "/opt/xensource/sm"
+# drivers/ beside smlib/ when running from a checkout
+CHECKOUT_DRIVER_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "drivers"
+)
 DEFAULT_TIMEOUT = 600.0  # seconds; xapi lets a driver run long, but not forever
 NULL_REF = "OpaqueRef:NULL"
 
@@ -125,16 +129,20 @@ def sm_error_name(code: int) -> str:
 
 
 def default_driver_dir() -> str:
-    """$SMLIB_DRIVER_DIR, else the checkout's drivers/ when run from one, else sm's dir."""
+    """$SMLIB_DRIVER_DIR (or $SMCTL_DRIVER_DIR); else the checkout's drivers/ when
+    run from one; else a host's /opt/xensource/sm where it exists; else the
+    drivers shipped in the package (smlib/drivers_bin: a pip-installed smctl's)."""
     env = config.driver_dir()
     if env:
         return env
-    checkout = os.path.join(
-        os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "drivers"
-    )
+    checkout = CHECKOUT_DRIVER_DIR
     if os.path.isdir(checkout) and os.path.exists(os.path.join(checkout, "..", "setup.cfg")):
         return checkout
-    return INSTALLED_DRIVER_DIR
+    if os.path.isdir(INSTALLED_DRIVER_DIR):
+        return INSTALLED_DRIVER_DIR
+    from smlib.drivers_bin import DIR
+
+    return DIR
 
 
 @dataclass

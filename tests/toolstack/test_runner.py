@@ -132,3 +132,19 @@ def test_default_driver_dir(monkeypatch, drivers_dir):
     assert default_driver_dir() == drivers_dir
     monkeypatch.setenv("SMCTL_DRIVER_DIR", "/somewhere")
     assert default_driver_dir() == "/somewhere"
+
+
+def test_default_driver_dir_outside_a_checkout(monkeypatch, tmp_path):
+    """A host's /opt/xensource/sm wins where it exists; else the package's own drivers."""
+    import smlib.drivers_bin
+    from smlib.toolstack import runner
+
+    monkeypatch.delenv("SMCTL_DRIVER_DIR", raising=False)
+    monkeypatch.setattr(runner, "CHECKOUT_DRIVER_DIR", str(tmp_path / "no-checkout" / "drivers"))
+    host = tmp_path / "opt-xensource-sm"
+    monkeypatch.setattr(runner, "INSTALLED_DRIVER_DIR", str(host))
+    packaged = default_driver_dir()
+    assert packaged == smlib.drivers_bin.DIR
+    assert sorted(runner.Runner(packaged).available_types()) == ["dummy", "file", "lvm"]
+    host.mkdir()
+    assert default_driver_dir() == str(host)
