@@ -370,7 +370,7 @@ def _temp_beside(filename: str) -> str:
 def _check_target(filename: str, force: bool) -> None:
     directory = os.path.dirname(os.path.abspath(filename))
     if not os.path.isdir(directory):
-        raise ToolstackError("EXPORT_PATH_INVALID", f"{filename}: no directory {directory}")
+        raise ToolstackError("EXPORT_PATH_INVALID", f"{filename}: no such directory {directory}")
     if os.path.isdir(filename):
         raise ToolstackError("EXPORT_PATH_INVALID", f"{filename} is a directory")
     if os.path.lexists(filename) and not force:

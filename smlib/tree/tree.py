@@ -37,6 +37,9 @@ from smlib.tree.steps import (
 from smlib.uuids import uuid4
 
 MAX_DEPTH = 30
+# = smlib.vhd.image.MAX_VIRTUAL_SIZE (blktap's limit), not imported: the vhd
+# package stays off the start-up path of commands that never open an image.
+MAX_VIRTUAL_SIZE = 2 << 40
 
 
 def new_uuid() -> str:
@@ -125,6 +128,9 @@ class Tree(Steps):
         if virtual_size <= 0:
             raise err("VDISize", f"virtual size {virtual_size} must be positive")
         size = round_size(virtual_size)
+        if size > MAX_VIRTUAL_SIZE:  # refused before anything is journalled or made
+            raise err("VDISize", f"virtual size {virtual_size} is larger than a VHD can be"
+                                 f" ({MAX_VIRTUAL_SIZE} bytes, 2 TiB)")
         self.ensure_space(empty_overhead(size))
         uuid = uuid or new_uuid()
         rec = VDIRecord(uuid=uuid, virtual_size=size, **fields)
@@ -135,7 +141,8 @@ class Tree(Steps):
         except Exception as e:
             if isinstance(e, SRError):
                 raise
-            raise err("VDICreate", str(e)) from e
+            # .what: the library's message without the internal (temporary) path
+            raise err("VDICreate", getattr(e, "what", str(e))) from e
         self.create_fwd({"record": rec.to_dict()})
         self.journal.end(uuid)
         return self.meta.vdis[uuid]
@@ -248,6 +255,9 @@ class Tree(Steps):
         size = round_size(new_size)
         if new_size <= 0 or size < rec.virtual_size:
             raise err("VDISize", f"cannot shrink {uuid} from {rec.virtual_size} to {new_size}")
+        if size > MAX_VIRTUAL_SIZE:
+            raise err("VDISize", f"virtual size {new_size} is larger than a VHD can be"
+                                 f" ({MAX_VIRTUAL_SIZE} bytes, 2 TiB)")
         if size == rec.virtual_size:
             return rec
         self.ensure_space(4 * (size // BLOCK - rec.virtual_size // BLOCK) + 4096)

@@ -219,7 +219,8 @@ def test_export_to_an_unwritable_place_fails_cleanly(smctl, tmp_path):
     sr, _location = file_sr(smctl, tmp_path)
     disk = new_uuid(smctl("vdi-create", f"sr-uuid={sr}", "name-label=x", "virtual-size=4MiB"))
     result = smctl("vdi-export", f"uuid={disk}", f"filename={tmp_path}/no/such/dir/out.raw")
-    assert result.returncode == 1 and "No such file or directory" in result.stderr
+    assert result.returncode == 1 and "no such directory" in result.stderr
+    assert result.stderr.startswith("Error code: EXPORT_PATH_INVALID\nError parameters: ")
     assert "Traceback" not in result.stderr
     # The disk was detached again: it can be reverted, destroyed, ...
     ok(smctl("vdi-destroy", f"uuid={disk}"))

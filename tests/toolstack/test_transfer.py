@@ -317,7 +317,7 @@ def test_export_needs_force_over_a_file_and_names_a_missing_directory(ts, sr, tm
     with pytest.raises(ToolstackError) as caught:
         vdi_export(ts, disk, str(tmp_path / "no" / "dir" / "x.raw"))
     assert caught.value.name == "EXPORT_PATH_INVALID"
-    assert "no directory" in str(caught.value)
+    assert "no such directory" in str(caught.value)
 
 
 def test_copy_to_another_sr(ts, sr, tmp_path):

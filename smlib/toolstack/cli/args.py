@@ -28,12 +28,40 @@ _UNITS = {
 }
 
 
+BLOCK = 2 * 1024 * 1024  # a VHD block: every disk size rounds up to whole blocks
+
+
 def parse_size(text: str) -> int:
-    """Bytes, or a number with a unit: 64MiB, 1G (binary), 500MB (decimal)."""
-    match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", text)
+    """Bytes, or a number with a unit: 64MiB, 1.5GiB, 1G (binary), 500MB (decimal).
+
+    A fraction must come to whole bytes (1.5KiB does, 1.3b does not).
+    """
+    from fractions import Fraction
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*([A-Za-z]*)\s*", text)
     if not match or match.group(2).lower() not in _UNITS:
-        raise UsageError(f"not a size: {text!r} (bytes, or a number with KiB/MiB/GiB/TiB)")
-    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+        raise UsageError(f"not a size: {text!r} (bytes, or a number with a unit:"
+                         " KiB/MiB/GiB/TiB or K/M/G/T binary, KB/MB/GB/TB decimal)")
+    value = Fraction(match.group(1)) * _UNITS[match.group(2).lower()]
+    if value.denominator != 1:
+        raise UsageError(f"not a size: {text!r} is not a whole number of bytes")
+    return int(value)
+
+
+def size_text(size: int) -> str:
+    """2097152 -> '2 MiB', 1610612736 -> '1.5 GiB' (whole or half units), else bytes."""
+    for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale and size % (scale // 2) == 0:
+            return f"{size / scale:g} {unit}"
+    return f"{size} bytes"
+
+
+def rounding_note(requested: int, size: int) -> Optional[str]:
+    """What to tell the user when a disk came out bigger than asked, else None."""
+    if size == requested:
+        return None
+    return (f"the size {requested} bytes was rounded up to {size_text(size)}"
+            f" (whole {size_text(BLOCK)} VHD blocks)")
 
 
 def parse_bool(text: str) -> bool:
@@ -48,12 +76,16 @@ def parse_bool(text: str) -> bool:
 # Command lines ----------------------------------------------------------
 
 
+PROGRESS_FLAGS = ("--progress", "--quiet")
+
+
 @dataclass
 class Args:
     values: "dict[str, str]" = field(default_factory=dict)
     maps: "dict[str, dict[str, str]]" = field(default_factory=dict)
     json: bool = False
     minimal: bool = False
+    progress: str = "auto"  # --progress: "always"; --quiet: "never"; else on a terminal
 
     def get(self, key: str, default: Optional[str] = None) -> Optional[str]:
         return self.values.get(key, default)
@@ -63,6 +95,10 @@ class Args:
 
     def map(self, name: str) -> "dict[str, str]":
         return self.maps.get(name, {})
+
+    def flag(self, key: str) -> bool:
+        """A boolean parameter such as force= (absent: false)."""
+        return parse_bool(self.values.get(key, "false"))
 
 
 @dataclass
@@ -75,24 +111,31 @@ class Command:
     maps: "tuple[str, ...]" = ()
     filters: bool = False  # list commands accept field=value filters
     changes: bool = True  # False for read-only commands, which skip the operation lock
+    flags: "tuple[str, ...]" = ()  # beyond --json: --minimal, --progress, --quiet
+
+    def accepted_flags(self) -> "tuple[str, ...]":
+        return ("--json",) + (("--minimal",) if self.filters else ()) + self.flags
 
     def usage(self) -> str:
         parts = [f"{k}=<{k}>" for k in self.required]
         parts += [f"[{k}=<{k}>]" for k in self.optional]
         parts += [f"[{m}:<key>=<value>]" for m in self.maps]
         if self.filters:
-            parts.append("[<field>=<value> ...] [params=<field>,...|all] [--minimal]")
-        return f"usage: smctl {self.name} {' '.join(parts)} [--json]".rstrip()
+            parts.append("[<field>=<value> ...] [params=<field>,...|all]")
+        parts.append(" ".join(f"[{f}]" for f in self.accepted_flags()))
+        return f"usage: smctl {self.name} {' '.join(parts)}"
 
 
 def parse_args(cmd: Command, tokens: "list[str]") -> Args:
     args = Args()
+    flags = cmd.accepted_flags()
+    seen: list[str] = []
     for token in tokens:
-        if token == "--json":
-            args.json = True
-            continue
-        if token == "--minimal" and cmd.filters:
-            args.minimal = True
+        if token.startswith("--"):
+            if token not in flags:
+                raise UsageError(f"unknown flag {token!r} (this command takes"
+                                 f" {', '.join(flags)})")
+            seen.append(token)
             continue
         key, sep, value = token.partition("=")
         if not sep or not key:
@@ -106,6 +149,14 @@ def parse_args(cmd: Command, tokens: "list[str]") -> Args:
         if key not in cmd.required + cmd.optional and not cmd.filters:
             raise UsageError(f"unknown parameter {key!r}")
         args.values[key] = value
+    # Two flags asking for different things: a mistake, not a choice to guess.
+    for pair in (("--json", "--minimal"), PROGRESS_FLAGS):
+        if all(f in seen for f in pair):
+            raise UsageError(f"{pair[0]} and {pair[1]} cannot be used together")
+    args.json = "--json" in seen
+    args.minimal = "--minimal" in seen
+    args.progress = "always" if "--progress" in seen else (
+        "never" if "--quiet" in seen else "auto")
     missing = [k for k in cmd.required if k not in args.values]
     if missing:
         raise UsageError(f"missing parameter {', '.join(missing)}")

@@ -1,10 +1,20 @@
 """smctl's command table: one entry per command, registered by ``@command``."""
 
+import contextlib
 import json
+import os
 import sys
-from typing import Any, Callable, Optional, TextIO
+from typing import Any, Callable, Iterator, Optional, TextIO
 
-from smlib.toolstack.cli.args import Args, Command, UsageError, parse_bool, parse_size
+from smlib.toolstack.cli.args import (
+    PROGRESS_FLAGS,
+    Args,
+    Command,
+    UsageError,
+    parse_bool,
+    parse_size,
+    rounding_note,
+)
 from smlib.toolstack.cli.output import (
     SR_FIELDS,
     VBD_FIELDS,
@@ -14,7 +24,8 @@ from smlib.toolstack.cli.output import (
     emit_one,
     emit_records,
     emit_uuid,
-    progress_bar,
+    text_value,
+    to_dict,
 )
 from smlib.toolstack.db import SRRecord, VBDRecord, VDIRecord, VMRecord
 from smlib.toolstack.ops import Toolstack
@@ -55,9 +66,18 @@ def _record_commands(noun: str, fields: "list[Field]", cls: type, list_summary: 
 
 
 @command("sr-create", "Create an SR and record it; prints its uuid.",
-         required=("type", "name-label"), optional=("name-description", "physical-size"),
-         maps=("device-config",))
+         required=("type", "name-label"),
+         optional=("name-description", "physical-size", "force"), maps=("device-config",))
 def _sr_create(ts: Toolstack, args: Args, out: TextIO) -> None:
+    location = args.map("device-config").get("location")
+    if args["type"].lower() == "file" and location and not os.path.isdir(location):
+        # The driver makes the whole path (as sm's FileSR does): a typo would
+        # become a new directory tree. Only when asked.
+        if os.path.exists(location):
+            raise ToolstackError("SR_LOCATION_INVALID", f"{location} is not a directory")
+        if not args.flag("force"):
+            raise ToolstackError("SR_LOCATION_MISSING", f"directory {location} does not exist;"
+                                 " give force=true to create it")
     sr = ts.sr_create(
         args["type"], args.map("device-config"), args["name-label"],
         args.get("name-description", ""), _size(args, "physical-size"),
@@ -108,12 +128,27 @@ def _vdi_create(ts: Toolstack, args: Args, out: TextIO) -> None:
         sr, size, args["name-label"], args.get("name-description", ""),
         read_only=read_only, vdi_type=kind, sm_config=args.map("sm-config"),
     )
+    _note_rounding(size, vdi.virtual_size)
     emit_uuid(vdi.uuid, args, out)
 
 
-@command("vdi-destroy", "Destroy a disk.", required=("uuid",))
+def _note_rounding(requested: int, size: int) -> None:
+    """Say so when a disk came out bigger than asked (a size not in whole 2 MiB blocks)."""
+    note = rounding_note(requested, size)
+    if note:
+        sys.stderr.write(f"smctl: note: {note}\n")
+
+
+@command("vdi-destroy", "Destroy a disk (force=true also when a VM uses it).",
+         required=("uuid",), optional=("force",))
 def _vdi_destroy(ts: Toolstack, args: Args, out: TextIO) -> None:
-    ts.vdi_destroy(ts.vdi(args["uuid"]))
+    vdi = ts.vdi(args["uuid"])
+    plugged = ts.db.select(VBDRecord, vdi_ref=vdi.ref)
+    if plugged and not args.flag("force"):
+        users = ", ".join(sorted({to_dict(ts, VBD_FIELDS, b)["vm-uuid"] or "?" for b in plugged}))
+        raise ToolstackError("VDI_IN_USE", f"VDI {vdi.uuid} is plugged into VM {users};"
+                             " give force=true to destroy it and unplug it")
+    ts.vdi_destroy(vdi)
 
 
 @command("vdi-snapshot", "Snapshot a disk; prints the snapshot's uuid.",
@@ -134,7 +169,7 @@ def _vdi_clone(ts: Toolstack, args: Args, out: TextIO) -> None:
 @command("vdi-resize", "Grow a disk.", required=("uuid", "disk-size"))
 def _vdi_resize(ts: Toolstack, args: Args, out: TextIO) -> None:
     size = parse_size(args["disk-size"])
-    ts.vdi_resize(ts.vdi(args["uuid"]), size)
+    _note_rounding(size, ts.vdi_resize(ts.vdi(args["uuid"]), size).virtual_size)
 
 
 _record_commands("vdi", VDI_FIELDS, VDIRecord, "List disks.", "Show one disk.", Toolstack.vdi)
@@ -149,29 +184,90 @@ def _vdi_param_set(ts: Toolstack, args: Args, out: TextIO) -> None:
     ts.vdi_set(ts.vdi(args["uuid"]), **changes)
 
 
-@command("vdi-import", "Write a raw image into a disk (through the driver).",
-         required=("uuid", "filename"))
+@contextlib.contextmanager
+def _progress(args: Args, label: str) -> Iterator[Any]:
+    """The progress meter a transfer reports to (None: quiet), ended cleanly on error."""
+    from smlib.toolstack.progress import meter
+
+    shown = meter(sys.stderr, label, args.progress)
+    try:
+        yield shown
+    except BaseException:
+        if shown is not None:
+            shown.interrupted()
+        raise
+
+
+def _format(args: Args) -> str:
+    fmt = args.get("format", "raw")
+    if fmt not in ("raw", "vhd"):
+        raise UsageError(f"format must be raw or vhd, not {fmt!r}")
+    return fmt
+
+
+@command("vdi-import", "Write a raw or VHD image into a disk (through the driver).",
+         required=("uuid", "filename"), optional=("format", "exact"), flags=PROGRESS_FLAGS)
 def _vdi_import(ts: Toolstack, args: Args, out: TextIO) -> None:
     from smlib.toolstack.transfer import vdi_import
 
-    vdi_import(ts, ts.vdi(args["uuid"]), args["filename"], progress_bar(sys.stderr))
+    fmt, exact = _format(args), args.flag("exact")
+    vdi = ts.vdi(args["uuid"])
+    with _progress(args, "import") as shown:
+        vdi_import(ts, vdi, args["filename"], shown, fmt=fmt, exact=exact, rollback=True)
 
 
-@command("vdi-export", "Write a disk's contents to a raw file (through the driver).",
-         required=("uuid", "filename"))
+@command("vdi-export", "Write a disk's contents (or with base=, what differs) to a raw or VHD"
+         " file (through the driver).", required=("uuid", "filename"),
+         optional=("format", "base", "force"), flags=PROGRESS_FLAGS)
 def _vdi_export(ts: Toolstack, args: Args, out: TextIO) -> None:
     from smlib.toolstack.transfer import vdi_export
 
-    vdi_export(ts, ts.vdi(args["uuid"]), args["filename"], progress_bar(sys.stderr))
+    fmt, force = _format(args), args.flag("force")
+    if args.get("base") and fmt != "vhd":
+        raise UsageError("base= needs format=vhd (a raw file cannot leave blocks out)")
+    vdi = ts.vdi(args["uuid"])
+    base = ts.vdi(args["base"]) if args.get("base") else None
+    with _progress(args, "export") as shown:
+        vdi_export(ts, vdi, args["filename"], shown, fmt=fmt, base=base, force=force)
 
 
-@command("vdi-revert", "Revert the disk a snapshot was taken of to it; prints the disk's uuid "
-         "(the same disk when reverted in place, its replacement after the clone fallback).",
-         required=("snapshot-uuid",), maps=("driver-params",))
+@command("vdi-copy", "Copy a disk to an SR (a new disk, same name); prints its uuid.",
+         required=("uuid", "sr-uuid"), flags=PROGRESS_FLAGS)
+def _vdi_copy(ts: Toolstack, args: Args, out: TextIO) -> None:
+    from smlib.toolstack.transfer import vdi_copy
+
+    vdi, sr = ts.vdi(args["uuid"]), ts.sr(args["sr-uuid"])
+    with _progress(args, "copy") as shown:
+        emit_uuid(vdi_copy(ts, vdi, sr, shown).uuid, args, out)
+
+
+@command("vdi-param-get", "Print one field of a disk.", required=("uuid", "param-name"),
+         changes=False)
+def _vdi_param_get(ts: Toolstack, args: Args, out: TextIO) -> None:
+    values = to_dict(ts, VDI_FIELDS, ts.vdi(args["uuid"]))
+    name = args["param-name"]
+    if name not in values:
+        raise UsageError(f"unknown param-name {name!r} (fields: {', '.join(values)})")
+    out.write((json.dumps(values[name]) if args.json else text_value(values[name])) + "\n")
+
+
+@command("vdi-revert", "Revert the disk a snapshot was taken of to it; says whether it was"
+         " reverted in place or replaced by a clone (--minimal: the disk's uuid alone).",
+         required=("snapshot-uuid",), maps=("driver-params",), flags=("--minimal",))
 def _vdi_revert(ts: Toolstack, args: Args, out: TextIO) -> None:
+    from smlib.toolstack.revert import IN_PLACE
+
     outcome = ts.vdi_revert(ts.vdi(args["snapshot-uuid"]), args.map("driver-params"))
-    emit_uuid(outcome.after_uuid, args, out, path=outcome.path,
-              **{"previous-uuid": outcome.before_uuid})
+    if args.json:
+        emit_uuid(outcome.after_uuid, args, out, path=outcome.path,
+                  **{"previous-uuid": outcome.before_uuid})
+    elif args.minimal:
+        out.write(outcome.after_uuid + "\n")
+    elif outcome.path == IN_PLACE:
+        out.write(f"reverted in place: {outcome.after_uuid}\n")
+    else:
+        out.write(f"cloned: new uuid {outcome.after_uuid} (replaces {outcome.before_uuid},"
+                  " which is destroyed)\n")
 
 
 @command("vm-create", "Create a VM with existing disks and/or new ones; prints its uuid.",
@@ -190,6 +286,7 @@ def _vm_create(ts: Toolstack, args: Args, out: TextIO) -> None:
             for index, size in enumerate(sizes):
                 label = f"{args['name-label']} disk {len(disks) + index}"
                 made.append(ts.vdi_create(sr, size, label))
+                _note_rounding(size, made[-1].virtual_size)
         vm = ts.vm_create(args["name-label"], disks + made, cds=[cd] if cd else None,
                           name_description=args.get("name-description", ""))
     except ToolstackError:
@@ -209,6 +306,8 @@ def _vm_snapshot(ts: Toolstack, args: Args, out: TextIO) -> None:
     emit_uuid(snap.uuid, args, out)
 
 
+@command("snapshot-revert", "Revert a VM to a snapshot, all disks or none (xe's name for"
+         " vm-revert).", required=("snapshot-uuid",))
 @command("vm-revert", "Revert a VM to a snapshot, all disks or none.",
          required=("snapshot-uuid",))
 def _vm_revert(ts: Toolstack, args: Args, out: TextIO) -> None:

@@ -11,11 +11,13 @@ from smlib.toolstack.ops import Toolstack
 Field = Tuple[str, bool, Callable[[Toolstack, Any], Any]]
 
 
-def _uuid_of(ts: Toolstack, cls: type, ref: Optional[str]) -> str:
-    if not ref:
-        return "<not in database>"
-    rec = ts.db.get(cls, ref)
-    return rec.uuid if rec else "<not in database>"
+DANGLING = "<not in database>"  # how text shows a link to a record that is gone (JSON: null)
+
+
+def _uuid_of(ts: Toolstack, cls: type, ref: Optional[str]) -> Optional[str]:
+    """The uuid a link names; None when it names nothing recorded (a dangling link)."""
+    rec = ts.db.get(cls, ref) if ref else None
+    return rec.uuid if rec else None
 
 
 def _sr_uuid(ts: Toolstack, v: VDIRecord) -> str:
@@ -28,7 +30,8 @@ def _vdi_vbds(ts: Toolstack, v: VDIRecord) -> "list[str]":
 
 def _vm_disks(ts: Toolstack, vm: VMRecord) -> "list[str]":
     return [
-        f"{b.device}{'(cd)' if b.type == 'cd' else ''}={_uuid_of(ts, VDIRecord, b.vdi_ref)}"
+        f"{b.device}{'(cd)' if b.type == 'cd' else ''}="
+        f"{_uuid_of(ts, VDIRecord, b.vdi_ref) or DANGLING}"
         for b in ts.vbds(vm)
     ]
 
@@ -75,8 +78,7 @@ VM_FIELDS: "list[Field]" = [
 VBD_FIELDS: "list[Field]" = [
     ("uuid", False, lambda ts, r: r.uuid),
     ("vm-uuid", False, lambda ts, r: _uuid_of(ts, VMRecord, r.vm_ref)),
-    ("vdi-uuid", False, lambda ts, r: _uuid_of(ts, VDIRecord, r.vdi_ref)
-        if r.vdi_ref else "<not in database>"),
+    ("vdi-uuid", False, lambda ts, r: _uuid_of(ts, VDIRecord, r.vdi_ref)),
     ("device", False, lambda ts, r: r.device),
     ("type", False, lambda ts, r: r.type),
     ("mode", False, lambda ts, r: r.mode),
@@ -87,7 +89,9 @@ def to_dict(ts: Toolstack, fields: "list[Field]", rec: Any) -> "dict[str, Any]":
     return {name: get(ts, rec) for name, _rw, get in fields}
 
 
-def _text(value: Any) -> str:
+def text_value(value: Any) -> str:
+    if value is None:
+        return DANGLING
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
@@ -104,7 +108,7 @@ def format_record(fields: "list[Field]", values: "dict[str, Any]") -> str:
     for index, (name, rw, _get) in enumerate(fields):
         label = f"{name} ( {'RW' if rw else 'RO'})"
         label = label.ljust(width) if index == 0 else label.rjust(width)
-        lines.append(f"{label}: {_text(values[name])}")
+        lines.append(f"{label}: {text_value(values[name])}")
     return "\n".join(lines)
 
 
@@ -117,7 +121,7 @@ def emit_records(
     unknown = sorted(set(filters) - known)
     if unknown:
         raise UsageError(f"unknown field {unknown[0]!r} (fields: {', '.join(sorted(known))})")
-    rows = [r for r in rows if all(_text(r[k]) == v for k, v in filters.items())]
+    rows = [r for r in rows if all(text_value(r[k]) == v for k, v in filters.items())]
     if args.get("params", "all") != "all":
         # xe's params=a,b: only those fields, in the order given
         wanted = [p.strip() for p in args["params"].split(",") if p.strip()]
@@ -130,7 +134,7 @@ def emit_records(
         out.write(json.dumps(rows, indent=2) + "\n")
     elif args.minimal:
         first = fields[0][0]  # uuid, unless params= chose otherwise
-        out.write(",".join(_text(r[first]) for r in rows) + "\n")
+        out.write(",".join(text_value(r[first]) for r in rows) + "\n")
     else:
         out.write("".join(format_record(fields, r) + "\n\n\n" for r in rows))
 
@@ -148,22 +152,3 @@ def emit_uuid(uuid: str, args: Args, out: TextIO, **extra: Any) -> None:
         out.write(json.dumps({"uuid": uuid, **extra}) + "\n")
     else:
         out.write(uuid + "\n")
-
-
-# Progress ---------------------------------------------------------------
-
-
-def progress_bar(stream: TextIO) -> Optional[Callable[[int, int], None]]:
-    """A bar on a terminal; nothing otherwise (pipes and logs stay clean)."""
-    if not stream.isatty():
-        return None
-
-    def show(done: int, total: int) -> None:
-        share = done / total if total else 1.0
-        bar = "#" * int(share * 40)
-        stream.write(f"\r[{bar:<40}] {share * 100:5.1f}%")
-        if done >= total:
-            stream.write("\n")
-        stream.flush()
-
-    return show
