@@ -9,4 +9,5 @@ revert_scenarios vdi_revert steps both drivers must pass
 fakelvm          a fake lvm2 that enforces lvm_rules
 lvm_rules        lvm2's rules, shared by the fake and the real-lvm2 tests
 loop_pvs         loop-device PVs for the real-lvm2 tests
+smctl_run        ok / new_uuid / file_sr: checks on one smctl run; sparse_file
 """

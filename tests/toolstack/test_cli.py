@@ -12,29 +12,9 @@ import sys
 import time
 
 import pytest
+from helpers.smctl_run import UUID, file_sr, new_uuid, ok
 
-UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\n$")
 MiB = 1 << 20
-
-
-def ok(result) -> str:
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def new_uuid(result) -> str:
-    out = ok(result)
-    assert UUID.match(out), out  # a create prints the new uuid alone on its line
-    return out.strip()
-
-
-def file_sr(smctl, tmp_path) -> tuple[str, str]:
-    """smctl sr-create of a FileSR in tmp_path/sr: (its uuid, its directory)."""
-    location = tmp_path / "sr"
-    location.mkdir()
-    sr = new_uuid(smctl("sr-create", "type=file", f"device-config:location={location}",
-                        "name-label=local"))
-    return sr, str(location)
 
 
 def test_help(smctl):

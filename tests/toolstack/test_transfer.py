@@ -15,6 +15,7 @@ import struct
 import subprocess
 
 import pytest
+from helpers.smctl_run import sparse_file
 
 from smlib import vhd
 from smlib.toolstack.db import VDIRecord
@@ -55,13 +56,7 @@ def disk_bytes(ts, vdi, tmp_path) -> bytes:
 
 
 def raw_file(tmp_path, name: str, chunks: dict[int, bytes], size: int) -> str:
-    path = tmp_path / name
-    with open(path, "wb") as f:
-        f.truncate(size)
-        for offset, blob in chunks.items():
-            f.seek(offset)
-            f.write(blob)
-    return str(path)
+    return sparse_file(tmp_path / name, chunks, size)
 
 
 def expected(chunks: dict[int, bytes], size: int, under: bytes = b"") -> bytes:
