@@ -105,7 +105,8 @@ def toolstack_db() -> Optional[str]:
 def driver_dir() -> Optional[str]:
     """``SMLIB_DRIVER_DIR`` (or ``SMCTL_DRIVER_DIR``): where the toolstack finds
     the driver executables. Default (None here): the checkout's drivers/ when
-    run from one, else /opt/xensource/sm."""
+    run from one, else /opt/xensource/sm where it exists, else the drivers
+    shipped in the package (runner.default_driver_dir)."""
     return get("SMLIB_DRIVER_DIR")
 
 

@@ -75,11 +75,13 @@ def venv(wheel, tmp_path_factory) -> str:
 
 
 def _env(venv: str, tmp_path) -> "dict[str, str]":
+    # None of smlib's knobs (SMLIB_*, and the older SMCTL_* / SM_*) from outside.
     env = {k: v for k, v in os.environ.items()
-           if k not in ("SMCTL_DRIVER_DIR", "PYTHONPATH", "VIRTUAL_ENV")}
+           if not k.startswith(("SMLIB_", "SMCTL_", "SM_")) and
+           k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PATH"] = os.path.join(venv, "bin") + os.pathsep + "/usr/bin:/bin"
-    env["SMCTL_DB"] = str(tmp_path / "state.db")
-    env["SM_LOG"] = str(tmp_path / "SMlog")
+    env["SMLIB_DB"] = str(tmp_path / "state.db")
+    env["SMLIB_LOG"] = str(tmp_path / "SMlog")
     return env
 
 
@@ -111,7 +113,7 @@ def test_installed_smctl_finds_the_packaged_drivers(venv, tmp_path):
 def test_installed_demo_flow(venv, tmp_path):
     env = _env(venv, tmp_path)
     if os.path.isdir("/opt/xensource/sm"):
-        env["SMCTL_DRIVER_DIR"] = os.path.join(
+        env["SMLIB_DRIVER_DIR"] = os.path.join(
             subprocess.run([os.path.join(venv, "bin", "python"), "-c",
                             "import smlib, os; print(os.path.dirname(smlib.__file__))"],
                            env=env, check=True, stdout=subprocess.PIPE, text=True

@@ -139,7 +139,8 @@ def test_default_driver_dir_outside_a_checkout(monkeypatch, tmp_path):
     import smlib.drivers_bin
     from smlib.toolstack import runner
 
-    monkeypatch.delenv("SMCTL_DRIVER_DIR", raising=False)
+    for name in ("SMLIB_DRIVER_DIR", "SMCTL_DRIVER_DIR"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(runner, "CHECKOUT_DRIVER_DIR", str(tmp_path / "no-checkout" / "drivers"))
     host = tmp_path / "opt-xensource-sm"
     monkeypatch.setattr(runner, "INSTALLED_DRIVER_DIR", str(host))

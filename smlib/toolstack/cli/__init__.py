@@ -7,7 +7,7 @@
 Exit status: 0 done, 1 the operation failed (stderr names the error, with
 the SR code and name for a driver error), 2 the command line is wrong.
 The database is $SMCTL_DB (default ~/.local/share/smctl/state.db); the
-drivers are found in $SMCTL_DRIVER_DIR (default: the checkout's drivers/,
+drivers are found in $SMLIB_DRIVER_DIR (default: the checkout's drivers/,
 else a host's /opt/xensource/sm, else those shipped in the package).
 Every failure is reported in xe's shape, ``Error code:`` then ``Error
 parameters:``, on stderr.

@@ -71,7 +71,7 @@ def _uuids(kind: str) -> "List[str]":
     from smlib.toolstack.db import default_path
 
     table = {"sr": "sr", "vm": "vm", "vdi": "vdi", "vbd": "vbd"}.get(kind)
-    path = os.environ.get("SMCTL_DB") or default_path()
+    path = default_path()
     if table is None or not os.path.exists(path):
         return []
     try:
