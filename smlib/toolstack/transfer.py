@@ -21,11 +21,14 @@ on error.
 import contextlib
 import os
 import signal
-from typing import Callable, Iterator, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Set, Tuple
 
 from smlib.toolstack.db import SRRecord, VDIRecord
 from smlib.toolstack.ops import Progress, Toolstack
 from smlib.toolstack.runner import ToolstackError
+
+if TYPE_CHECKING:  # imported where used: the VHD library is not needed to list or revert
+    from smlib.vhd import Image
 
 FORMATS = ("raw", "vhd")
 BLOCK = 2 * 1024 * 1024   # one VHD block: reads and writes stay block-aligned
@@ -99,7 +102,7 @@ def _sigint_deferred() -> Iterator[None]:
 # Chains: which blocks may hold data -------------------------------------
 
 
-def _chain_blocks(image: "object") -> "List[Tuple[str, Set[int]]]":
+def _chain_blocks(image: "Image") -> "List[Tuple[str, Set[int]]]":
     """(real path, allocated blocks) of each image of a chain, leaf first."""
     found = []
     img = image
@@ -183,7 +186,7 @@ class FixedVHDSource(RawSource):
 class DynamicVHDSource(Source):
     """A dynamic VHD (blktap's, qemu's or vhd-util's): its allocated sectors."""
 
-    def __init__(self, image: "object") -> None:
+    def __init__(self, image: "Image") -> None:
         self.image = image
         self.virtual_size = image.virtual_size
         self._runs = []
@@ -285,7 +288,7 @@ def rollback_point(ts: Toolstack, vdi: VDIRecord) -> Iterator[None]:
     ts.discard([snap])
 
 
-def _zero_uncovered(image: "object", covered: "List[Tuple[int, int]]", size: int,
+def _zero_uncovered(image: "Image", covered: "List[Tuple[int, int]]", size: int,
                     blocks: Set[int]) -> None:
     """Write zeros where the chain holds data and the image gave none."""
     gaps = []
@@ -364,6 +367,10 @@ def _temp_beside(filename: str) -> str:
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(filename)}.", suffix=".part",
                                dir=directory)
     os.close(fd)
+    # mkstemp makes it 0600: give the export the mode a plain open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     return tmp
 
 
@@ -485,7 +492,7 @@ def _delta_candidates(chain: "List[Tuple[str, Set[int]]]",
         [c for c in base_chain if c[0] not in mine])
 
 
-def _differs_from(base_image: "object") -> Callable[[int, int, bytes], bool]:
+def _differs_from(base_image: "Image") -> Callable[[int, int, bytes], bool]:
     def differs(offset: int, length: int, data: bytes) -> bool:
         limit = base_image.virtual_size
         if offset >= limit:

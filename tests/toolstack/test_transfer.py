@@ -309,6 +309,10 @@ def test_export_needs_force_over_a_file_and_names_a_missing_directory(ts, sr, tm
     assert target.read_bytes() == b"keep me"
     vdi_export(ts, disk, str(target), force=True)
     assert target.read_bytes() == bytes(2 * MiB)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    # The mode a plain open() gives (the temporary file was made 0600).
+    assert os.stat(target).st_mode & 0o777 == 0o666 & ~umask
     with pytest.raises(ToolstackError) as caught:
         vdi_export(ts, disk, str(tmp_path / "no" / "dir" / "x.raw"))
     assert caught.value.name == "EXPORT_PATH_INVALID"
