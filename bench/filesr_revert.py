@@ -16,11 +16,27 @@ snapshot (snapshots of an unwritten disk share one parent after GC).
 
 from __future__ import annotations
 
+import os
 import tempfile
+import time
 
 from bench._filesr_util import BenchSR, GiB, TiB, python_pass, report
 
 SMALL = 4096  # "nothing written": one 4 KiB block before each snapshot
+
+
+def free_bytes(path: str) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def wait_for_free(path: str, want: int, timeout: float = 60.0) -> None:
+    """Until ``path``'s file system has ``want`` bytes free (or the timeout)."""
+    deadline = time.monotonic() + timeout
+    while free_bytes(path) < want and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if free_bytes(path) < want:
+        print(f"  (space not back after {timeout:.0f} s: baseline timed anyway)")
 
 
 class RevertCase:
@@ -59,8 +75,13 @@ def main(rounds: int = 15, discard_rounds: int = 5) -> dict:
         dirty = RevertCase(f"{tmp}/dirty", GiB, 0)
         clean_times: list[float] = []
         for i in range(discard_rounds):
+            free = free_bytes(tmp)
             dirty.sr.fill(dirty.t, GiB, i)
             dirty.revert()
+            # The revert hands the discarded 1 GiB to a background release:
+            # the baseline is timed once that space is back, not while the
+            # kernel is still freeing it.
+            wait_for_free(tmp, free - 64 * 2 ** 20)
             small.revert()
             clean_times.append(small.times.pop())
         print("vdi_revert, 2 TiB vs 1 GiB virtual size (nothing written):")

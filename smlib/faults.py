@@ -45,6 +45,11 @@ def last_point() -> Optional[str]:
     return _last_point
 
 
+def points_passed() -> int:
+    """How many points this process passed while armed (since the last reset)."""
+    return _points_seen
+
+
 def reset_points() -> None:
     """Restart the count (in-process tests run several operations)."""
     global _points_seen, _last_point

@@ -113,8 +113,10 @@ class GC:
                         img.reparent(parent_path, store.locator(parent))
             mutation_point("coalesce.remove-child")
             store.remove(child)
-            if copy:
-                tree.fit(parent, inflate=False)
+        if copy:
+            # Outside the branch above: a crash after the removal, right
+            # before this deflate, must not leave the parent inflated.
+            tree.fit(parent, inflate=False)
         for grandchild in r["children"]:
             rec = tree.meta.vdis.get(grandchild)
             if rec is not None:

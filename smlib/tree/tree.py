@@ -114,6 +114,7 @@ class Tree(Steps):
             if split_transient(name):
                 mutation_point("scan.remove-transient")
                 self.store.remove(name)
+        mutation_point("scan.remove-garbage")
         self.store.remove_garbage()
 
     # ------------------------------------------------------------ create

@@ -14,6 +14,7 @@ from __future__ import annotations
 import pytest
 from helpers.crashes import after_crash, crash_point
 from helpers.filesr_helpers import FileSRHarness, pattern
+from helpers.revert_scenarios import read_version, write_both
 
 from smlib.faults import CRASH_ENV, CRASH_STATUS
 from smlib.tree import gc as gcmod
@@ -23,16 +24,17 @@ LEN = len(P1)
 
 
 def build(sr: FileSRHarness, written_snapshot: bool = False) -> dict:
-    """T holds P3; snapshots S1 (P1) and S2 (P2) of it."""
+    """T holds P3; snapshots S1 (P1) and S2 (P2) of it; each version in two
+    far-apart regions."""
     call = sr.inproc
     t = sr.create(call=call)
-    sr.write(t, 0, P1, call=call)
+    write_both(sr, t, P1, call=sr.inproc)
     s1 = call("vdi_snapshot", vdi_uuid=t)["uuid"]
-    sr.write(t, 0, P2, call=call)
+    write_both(sr, t, P2, call=sr.inproc)
     s2 = call("vdi_snapshot", vdi_uuid=t)["uuid"]
-    sr.write(t, 0, P3, call=call)
+    write_both(sr, t, P3, call=sr.inproc)
     if written_snapshot:
-        sr.write(s1, 0, P0, call=call)
+        write_both(sr, s1, P0, call=sr.inproc)
     return {"t": t, "s1": s1, "s2": s2}
 
 
@@ -63,7 +65,8 @@ def run_crashes(tmp_path, sr: FileSRHarness, command: str, keys: dict, check) ->
 
 
 def content(sr, uuid):
-    return sr.read(uuid, 0, LEN)
+    """The version a VDI holds, the same in both regions (read_version)."""
+    return read_version(sr, uuid, LEN)
 
 
 def new_vdis(listing, ids):
@@ -128,7 +131,7 @@ def test_crash_gc(tmp_path, filesr, monkeypatch):
     """sr_scan collecting garbage left by deletes made with GC switched off."""
     monkeypatch.setattr(gcmod.GC, "collect", lambda self: 0)
     ids = build(filesr)
-    filesr.write(ids["t"], 0, P0, call=filesr.inproc)
+    write_both(filesr, ids["t"], P0, call=filesr.inproc)
     s3 = filesr.inproc("vdi_snapshot", vdi_uuid=ids["t"])["uuid"]
     filesr.inproc("vdi_delete", vdi_uuid=ids["s1"])
     filesr.inproc("vdi_delete", vdi_uuid=s3)

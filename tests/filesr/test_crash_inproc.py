@@ -11,8 +11,9 @@ next command replays, contents are old or new, sr_scan leaves no leaks.
 from __future__ import annotations
 
 import pytest
-from helpers.crashes import after_crash
+from helpers.crashes import after_crash, guard_mutations
 from helpers.filesr_helpers import DISK, FileSRHarness, pattern
+from helpers.revert_scenarios import read_version, write_both
 
 from smlib import faults
 
@@ -21,6 +22,17 @@ P1, P2 = pattern("P1"), pattern("P2")
 
 class Crash(BaseException):
     pass
+
+
+@pytest.fixture(autouse=True)
+def every_store_mutation_follows_a_point(monkeypatch):
+    """While armed, each FileStore mutation must follow a fresh mutation
+    point (helpers.crashes.guard_mutations); and the guard saw some."""
+    from smlib.stores.file import FileStore
+
+    seen = guard_mutations(monkeypatch, FileStore)
+    yield
+    assert seen, "no store mutation ran while armed"
 
 
 @pytest.fixture
@@ -65,7 +77,7 @@ def crash_each_point(tmp_path, sr: FileSRHarness, crash_at, command: str, keys: 
 
 def setup(sr: FileSRHarness) -> str:
     t = sr.create(call=sr.inproc)
-    sr.write(t, 0, P1, call=sr.inproc)
+    write_both(sr, t, P1, call=sr.inproc)
     return t
 
 
@@ -73,7 +85,7 @@ def test_create(tmp_path, filesr, crash_at):
     t = setup(filesr)
 
     def check(copy, listing, crashed):
-        assert copy.read(t) == P1
+        assert read_version(copy, t) == P1
         assert len(listing) in ((1, 2) if crashed else (2,))
 
     assert crash_each_point(tmp_path, filesr, crash_at, "vdi_create",
@@ -84,7 +96,7 @@ def test_resize(tmp_path, filesr, crash_at):
     t = setup(filesr)
 
     def check(copy, listing, crashed):
-        assert copy.read(t) == P1
+        assert read_version(copy, t) == P1
         sizes = (str(DISK), str(2 * DISK)) if crashed else (str(2 * DISK),)
         assert listing[t]["virtual_size"] in sizes
 
@@ -95,13 +107,13 @@ def test_resize(tmp_path, filesr, crash_at):
 def test_delete_of_single_snapshot_with_children(tmp_path, filesr, crash_at):
     t = setup(filesr)
     single = filesr.inproc("vdi_snapshot", vdi_uuid=t, driver_params={"type": "single"})["uuid"]
-    filesr.write(t, 0, P2, call=filesr.inproc)
+    write_both(filesr, t, P2, call=filesr.inproc)
 
     def check(copy, listing, crashed):
-        assert copy.read(t) == P2
+        assert read_version(copy, t) == P2
         assert listing[single]["hidden"] or crashed
         if not listing[single]["hidden"]:
-            assert copy.read(single) == P1
+            assert read_version(copy, single) == P1
 
     assert crash_each_point(tmp_path, filesr, crash_at, "vdi_delete",
                             {"vdi_uuid": single}, check) >= 3
@@ -112,11 +124,11 @@ def test_clone_of_single_snapshot(tmp_path, filesr, crash_at):
     single = filesr.inproc("vdi_snapshot", vdi_uuid=t, driver_params={"type": "single"})["uuid"]
 
     def check(copy, listing, crashed):
-        assert copy.read(single) == P1 and copy.read(t) == P1
+        assert read_version(copy, single) == P1 and read_version(copy, t) == P1
         new = [u for u in listing if u not in (t, single)]
         assert len(new) <= 1 and (crashed or len(new) == 1)
         for u in new:
-            assert copy.read(u) == P1
+            assert read_version(copy, u) == P1
 
     assert crash_each_point(tmp_path, filesr, crash_at, "vdi_clone",
                             {"vdi_uuid": single}, check) >= 3
@@ -125,11 +137,11 @@ def test_clone_of_single_snapshot(tmp_path, filesr, crash_at):
 def test_revert_to_a_root_snapshot(tmp_path, filesr, crash_at):
     t = filesr.create(call=filesr.inproc)
     s = filesr.inproc("vdi_snapshot", vdi_uuid=t)["uuid"]  # of a never-written disk
-    filesr.write(t, 0, P1, call=filesr.inproc)
+    write_both(filesr, t, P1, call=filesr.inproc)
 
     def check(copy, listing, crashed):
-        assert copy.read(t) in ((P1, bytes(len(P1))) if crashed else (bytes(len(P1)),))
-        assert copy.read(s) == bytes(len(P1))
+        assert read_version(copy, t) in ((P1, bytes(len(P1))) if crashed else (bytes(len(P1)),))
+        assert read_version(copy, s) == bytes(len(P1))
 
     assert crash_each_point(tmp_path, filesr, crash_at, "vdi_revert",
                             {"vdi_uuid": s, "args": [t]}, check) >= 4
@@ -140,11 +152,11 @@ def test_snapshot_of_an_idle_disk_with_gc_bypass(tmp_path, filesr, crash_at):
     s1 = filesr.inproc("vdi_snapshot", vdi_uuid=t)["uuid"]  # T is now an empty child
 
     def check(copy, listing, crashed):
-        assert copy.read(t) == P1 and copy.read(s1) == P1
+        assert read_version(copy, t) == P1 and read_version(copy, s1) == P1
         new = [u for u, v in listing.items() if not v["hidden"] and u not in (t, s1)]
         assert len(new) <= 1 and (crashed or len(new) == 1)
         for u in new:
-            assert copy.read(u) == P1
+            assert read_version(copy, u) == P1
         if not crashed:  # the empty base was bypassed: one base for all three
             assert sum(v["hidden"] for v in listing.values()) == 1
 

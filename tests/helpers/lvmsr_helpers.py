@@ -115,3 +115,38 @@ class LVMSRHarness(SRHarness):
             assert store.journal_items() == {}
         finally:
             store.close()
+
+    def volume_facts(self) -> dict[str, tuple[str, bool, str]]:
+        store = self.store()
+        facts = {}
+        try:
+            for lv in self.lvs():
+                if lv == MGT_LV:
+                    continue
+                name = lv[len(LV_PREFIX):] if lv.startswith(LV_PREFIX) else lv
+                with vhd.open_image(store.activate(name)) as img:
+                    loc = img.parent_locator
+                    facts[name] = (store.name_of_locator(loc) if loc else "", img.hidden,
+                                   str(img.virtual_size))
+        finally:
+            store.close()
+        return facts
+
+    def check_consistent(self, call=None) -> dict[str, dict]:
+        """As for every SR (SRHarness.check_consistent), and no LV of a
+        volume that is not attached holds more than one extent beyond its
+        image (bases and detached leaves are deflated: no space leaks)."""
+        listing = super().check_consistent(call)
+        store = self.store()
+        try:
+            extent = store.layout().extent_size
+            sizes = self.lvs()
+            for uuid, v in listing.items():
+                if v["attached"]:
+                    continue
+                with vhd.open_image(store.activate(uuid), resolver=store.resolver) as img:
+                    need = img.physical_size
+                assert sizes[LV_PREFIX + uuid] < need + extent, f"{uuid}: LV not deflated"
+        finally:
+            store.close()
+        return listing

@@ -16,9 +16,20 @@ FAR = 5 * MiB  # a second written region, in another VHD block
 IDENTITY = ("uuid", "location", "name_label", "virtual_size", "hidden", "snapshot_of")
 
 
-def write_both(sr: SRHarness, uuid: str, data: bytes) -> None:
-    sr.write(uuid, 0, data)
-    sr.write(uuid, FAR, data)
+def write_both(sr: SRHarness, uuid: str, data: bytes, call=None) -> None:
+    """data at 0 and at FAR, in two VHD blocks (``call``: how the attach
+    and detach run, as ``sr.write`` takes it)."""
+    sr.write(uuid, 0, data, call=call)
+    sr.write(uuid, FAR, data, call=call)
+
+
+def read_version(sr: SRHarness, uuid: str, length: int = len(P1)) -> bytes:
+    """The data at 0 and at FAR, which the crash tests always write together
+    (``write_both``): both must come from the same version, else a replay
+    left one block new and another old. Returns that data."""
+    first, far = sr.read(uuid, 0, length), sr.read(uuid, FAR, length)
+    assert first == far, f"{uuid}: block 0 and the block at {FAR} hold different versions"
+    return first
 
 
 def assert_holds(sr: SRHarness, uuid: str, data: bytes) -> None:

@@ -113,3 +113,30 @@ class SRHarness(abc.ABC):
     def vdis(self, call: Optional[Callable] = None) -> dict[str, dict]:
         call = call or self.setup
         return {v["uuid"]: v for v in call("vdi_list")}
+
+    # -------------------------------------------------------- consistency
+
+    @abc.abstractmethod
+    def volume_facts(self) -> dict[str, tuple[str, bool, str]]:
+        """Every volume in the store (transient ones too) -> (parent uuid
+        from its image's locator or "", the image's hidden flag, its
+        virtual size as a decimal string): what the images say."""
+
+    @abc.abstractmethod
+    def check_all(self) -> None:
+        """Every image passes the VHD check; no journal, no leftovers."""
+
+    def check_consistent(self, call: Optional[Callable] = None) -> dict[str, dict]:
+        """After GC: no volume the metadata does not know (and the reverse),
+        no base without children, metadata parents / hidden flags / sizes
+        as the images say, every image valid, no journal. Returns vdi_list."""
+        listing = self.vdis(call=call)
+        facts = self.volume_facts()
+        assert sorted(facts) == sorted(listing), "volumes and metadata differ"
+        parents = {v["parent"] for v in listing.values()}
+        for uuid, v in listing.items():
+            if v["hidden"]:
+                assert uuid in parents, f"leaked base {uuid}"
+            assert facts[uuid] == (v["parent"], v["hidden"], v["virtual_size"]), uuid
+        self.check_all()
+        return listing

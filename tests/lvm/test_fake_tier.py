@@ -14,10 +14,11 @@ import uuid
 import xmlrpc.client
 
 import pytest
+from helpers.crashes import guard_mutations
 from helpers.fakelvm import EXTENT, FakeLVM
 from helpers.lvm_rules import RULES, apply_rules
 
-from smlib import vhd
+from smlib import faults, vhd
 from smlib.drivers.lvm import LVMSR
 from smlib.protocol import errors
 from smlib.protocol.errors import SRError
@@ -371,3 +372,51 @@ def test_resize_while_attached_and_introduce(fake, dispatch):
                vdi_sm_config={"name_label": "found"})
     assert rec["uuid"] == other and rec["location"] == other
     assert {v["uuid"]: v["name_label"] for v in call("vdi_list")}[other] == "found"
+
+
+class Stop(BaseException):
+    """A crash at a mutation point, in process (os._exit would end pytest)."""
+
+
+def test_every_lvm_store_mutation_follows_a_point(fake, dispatch, monkeypatch):
+    """Every command, and the replay after a crash, with crash injection
+    armed at a point that never comes (so points are counted): each
+    LVMStore mutation must follow a point passed since the previous one
+    (helpers.crashes.guard_mutations), so a crash test can stop between any
+    two. Runs on the fake lvm2: the real tier runs the same code as programs."""
+    call = InProc(dispatch, str(uuid.uuid4()))
+    call("sr_create")
+    seen = guard_mutations(monkeypatch, LVMStore)
+    monkeypatch.setenv(faults.CRASH_ENV, "no.such-point")
+    faults.reset_points()
+
+    def write(vdi: str, byte: bytes) -> None:
+        path = call("vdi_attach", vdi_uuid=vdi, args=["true"])["params"]
+        with vhd.open_image(path, writable=True,
+                            resolver=new_store(call.sr_uuid).resolver) as img:
+            img.write(0, byte * 4096)
+        call("vdi_detach", vdi_uuid=vdi)
+
+    t = call("vdi_create", args=[str(16 * MiB), "d", "", "", "false", "", "", "false"])["uuid"]
+    write(t, b"A")
+    s1 = call("vdi_snapshot", vdi_uuid=t)["uuid"]
+    write(t, b"B")
+    clone = call("vdi_clone", vdi_uuid=t)["uuid"]
+    single = call("vdi_snapshot", vdi_uuid=clone, driver_params={"type": "single"})["uuid"]
+    call("vdi_revert", vdi_uuid=s1, args=[t])                 # an empty snapshot
+    write(s1, b"C")
+    call("vdi_revert", vdi_uuid=s1, args=[t])                 # a written one: frozen first
+    call("vdi_resize", vdi_uuid=t, args=[str(32 * MiB)])
+    call("vdi_delete", vdi_uuid=single)
+    # A crash in the middle of a delete; the next command replays it.
+    monkeypatch.setattr(faults.os, "_exit", lambda status: (_ for _ in ()).throw(Stop()))
+    monkeypatch.setenv(faults.CRASH_ENV, "delete.remove")
+    with pytest.raises(Stop):
+        call("vdi_delete", vdi_uuid=clone)
+    monkeypatch.setenv(faults.CRASH_ENV, "no.such-point")
+    faults.reset_points()
+    call("sr_scan")
+    assert clone not in {v["uuid"] for v in call("vdi_list")}
+    assert {"create_vhd", "create_child", "rename", "replace", "remove", "write_metadata",
+            "journal_put", "journal_remove", "remove_garbage",
+            "set_container_size"} <= set(seen)

@@ -359,7 +359,9 @@ class LVMStore(Store):
         old_size, info.size = info.size, want * es
         if where:
             placement.record_growth(layout, info, where)
-        elif want < have and info.segments:
+        elif want < have and info.segments and self._extents_known:
+            # (After an unplaced growth the segments known here do not cover
+            # the LV's extents: cutting them would run past their start.)
             placement.shrink_segments(layout, info, have - want)
         else:
             self._extents_known = False
