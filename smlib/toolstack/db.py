@@ -69,6 +69,7 @@ CREATE TABLE vbd (
 PENDING_VM_SNAPSHOT = "vm_snapshot"
 PENDING_VDI_REVERT = "vdi_revert"
 PENDING_VM_REVERT = "vm_revert"
+PENDING_VDI_IMPORT = "vdi_import"  # transfer.rollback_point: the snapshot to revert to
 
 
 # Version n's changes, applied in order to a database at version n-1. SCHEMA

@@ -1,6 +1,7 @@
 """Finish what a killed smctl left half done.
 
-VM snapshot, VDI revert (clone fallback) and VM revert record their progress
+VM snapshot, VDI revert (clone fallback), VM revert and smctl's VDI import
+(its rollback snapshot) record their progress
 in the database's `pending` table while they run. The next smctl command
 that changes anything calls recover_pending() first, under the operation
 lock: an operation killed before its point of no return is undone, one
@@ -11,6 +12,7 @@ itself interrupted.
 from typing import Callable
 
 from smlib.toolstack.db import (
+    PENDING_VDI_IMPORT,
     PENDING_VDI_REVERT,
     PENDING_VM_REVERT,
     PENDING_VM_SNAPSHOT,
@@ -20,6 +22,7 @@ from smlib.toolstack.db import (
 from smlib.toolstack.ops import Toolstack
 from smlib.toolstack.revert import finish_vdi_revert, finish_vm_revert
 from smlib.toolstack.runner import ToolstackError
+from smlib.toolstack.transfer import finish_vdi_import
 
 
 def _vm_snapshot(ts: Toolstack, pending_id: int, body: dict) -> str:
@@ -31,12 +34,22 @@ def _vm_snapshot(ts: Toolstack, pending_id: int, body: dict) -> str:
     return f"an interrupted vm-snapshot was undone ({len(made)} disk snapshot(s) removed)"
 
 
-def _vdi_revert(ts: Toolstack, pending_id: int, body: dict) -> str:
-    target = ts.db.get(VDIRecord, body.get("target") or "")
-    what = f"an interrupted vdi-revert of {target.uuid if target else 'a disk'}"
-    outcome = finish_vdi_revert(ts, body)
+def _one_disk(ts: Toolstack, pending_id: int, body: dict, key: str, what: str,
+              finish: Callable[[Toolstack, dict], str]) -> str:
+    """Finish an operation on the disk body[key] names; the note for the user."""
+    disk = ts.db.get(VDIRecord, body.get(key) or "")  # read first: finishing may destroy it
+    name = disk.uuid if disk else "a disk"
+    outcome = finish(ts, body)
     ts.db.pending_remove(pending_id)
-    return f"{what}: {outcome}"
+    return f"an interrupted {what} {name}: {outcome}"
+
+
+def _vdi_revert(ts: Toolstack, pending_id: int, body: dict) -> str:
+    return _one_disk(ts, pending_id, body, "target", "vdi-revert of", finish_vdi_revert)
+
+
+def _vdi_import(ts: Toolstack, pending_id: int, body: dict) -> str:
+    return _one_disk(ts, pending_id, body, "disk", "vdi-import into", finish_vdi_import)
 
 
 def _vm_revert(ts: Toolstack, pending_id: int, body: dict) -> str:
@@ -49,6 +62,7 @@ HANDLERS: "dict[str, Callable[[Toolstack, int, dict], str]]" = {
     PENDING_VM_SNAPSHOT: _vm_snapshot,
     PENDING_VDI_REVERT: _vdi_revert,
     PENDING_VM_REVERT: _vm_revert,
+    PENDING_VDI_IMPORT: _vdi_import,
 }
 
 

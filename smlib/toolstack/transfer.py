@@ -23,7 +23,7 @@ import os
 import signal
 from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Set, Tuple
 
-from smlib.toolstack.db import SRRecord, VDIRecord
+from smlib.toolstack.db import PENDING_VDI_IMPORT, SRRecord, VDIRecord
 from smlib.toolstack.ops import Progress, Toolstack
 from smlib.toolstack.runner import ToolstackError
 
@@ -263,13 +263,22 @@ def rollback_point(ts: Toolstack, vdi: VDIRecord) -> Iterator[None]:
     """A snapshot of the disk to revert to in place if the body does not finish.
 
     Only where the SR can snapshot and revert in place: elsewhere an
-    interrupted import leaves the disk part-written.
+    interrupted import leaves the disk part-written. The step reached is
+    kept in the database (a ``vdi_import`` pending record), so the next
+    smctl finishes what a killed one left: before the import completed it
+    reverts, after it only deletes the snapshot (finish_vdi_import).
     """
     sr = ts.sr_of(vdi)
     if not (ts.can(sr, "VDI_SNAPSHOT") and ts.can(sr, "VDI_REVERT")):
         yield
         return
-    snap = ts.vdi_snapshot(vdi)
+    pending = ts.db.pending_add(PENDING_VDI_IMPORT, {"disk": vdi.ref})
+    try:
+        snap = ts.vdi_snapshot(vdi)
+    except BaseException:
+        ts.db.pending_remove(pending)
+        raise
+    ts.db.pending_set(pending, {"disk": vdi.ref, "snapshot": snap.ref})
     try:
         yield
     except BaseException as exc:
@@ -284,8 +293,34 @@ def rollback_point(ts: Toolstack, vdi: VDIRecord) -> Iterator[None]:
                     raise
                 raise ToolstackError("VDI_IO_ERROR", f"interrupted; {note}") from None
             ts.discard([snap])
+            ts.db.pending_remove(pending)
         raise
-    ts.discard([snap])
+    # The point of no return: from here the import stands, whatever happens.
+    ts.db.pending_set(pending, {"disk": vdi.ref, "snapshot": snap.ref, "done": True})
+    with _sigint_deferred():
+        ts.discard([snap])
+        ts.db.pending_remove(pending)
+
+
+def finish_vdi_import(ts: Toolstack, body: dict) -> str:
+    """What a killed smctl's import left: roll back (or only tidy up once it was done)."""
+    disk = ts.db.get(VDIRecord, body.get("disk") or "")
+    snap = ts.db.get(VDIRecord, body.get("snapshot") or "")
+    outcome = "nothing to do"
+    if snap is not None and disk is not None and not body.get("done"):
+        # The killed import never detached the disk: a revert refuses an attached one.
+        for command in ("vdi_deactivate", "vdi_detach"):
+            with contextlib.suppress(ToolstackError):
+                ts.call_vdi(disk, command)
+        ts.vdi_revert(snap)
+        outcome = "rolled back"
+    elif body.get("done"):
+        outcome = "completed"
+    if snap is not None:
+        failed = ts.discard([snap])
+        if failed:
+            raise ToolstackError("VDI_IO_ERROR", "; ".join(failed))
+    return outcome
 
 
 def _zero_uncovered(image: "Image", covered: "List[Tuple[int, int]]", size: int,

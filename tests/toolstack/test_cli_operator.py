@@ -156,14 +156,15 @@ def test_progress_redraws_on_a_terminal_unless_quiet(smctl, tmp_path):
     assert on_a_tty("--quiet") == ""
 
 
-def _interrupted(tmp_path, argv: list[str]) -> subprocess.CompletedProcess:
-    """Run smctl with --progress; Ctrl-C (SIGINT) once its first progress line shows."""
+def _interrupted(tmp_path, argv: list[str],
+                 how: int = signal.SIGINT) -> subprocess.CompletedProcess:
+    """Run smctl with --progress; Ctrl-C (SIGINT, or how) once its first progress line shows."""
     env = dict(os.environ, SMCTL_DB=str(tmp_path / "cli.db"))
     proc = subprocess.Popen([SMCTL, *argv, "--progress"], env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = proc.stderr.readline()
     assert " / " in first, first
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(how)
     stdout, rest = proc.communicate(timeout=120)
     return subprocess.CompletedProcess(argv, proc.returncode, stdout, first + rest)
 
@@ -178,6 +179,28 @@ def test_ctrl_c_during_import_puts_the_disk_back(smctl, tmp_path):
     assert result.returncode == 130, result.stderr
     assert "Error code: INTERRUPTED" in result.stderr
     assert json.loads(ok(smctl("vdi-list", "--json"))) == before
+    out = tmp_path / "out.raw"
+    ok(smctl("vdi-export", f"uuid={disk}", f"filename={out}"))
+    assert sha(out) == sha(old)
+
+
+def test_a_killed_import_is_rolled_back_by_the_next_smctl(smctl, tmp_path):
+    sr, disk = one_disk(smctl, tmp_path, "128MiB")
+    old = write(tmp_path / "old.raw", {0: os.urandom(4 * MiB)}, 128 * MiB)
+    ok(smctl("vdi-import", f"uuid={disk}", f"filename={old}"))
+    ok(smctl("sr-scan", f"uuid={sr}"))  # the scan below records hidden bases too
+    before = json.loads(ok(smctl("vdi-list", "managed=true", "--json")))
+    new = write(tmp_path / "new.raw", {0: os.urandom(128 * MiB)}, 128 * MiB)
+    # SIGKILL: no clean-up of any kind; the rollback snapshot stays behind.
+    dead = _interrupted(tmp_path, ["vdi-import", f"uuid={disk}", f"filename={new}"],
+                        signal.SIGKILL)
+    assert dead.returncode == -signal.SIGKILL
+    # Reads do not recover: the rollback snapshot is still there.
+    assert len(json.loads(ok(smctl("vdi-list", "managed=true", "--json")))) == 2
+    nxt = smctl("sr-scan", f"uuid={sr}")
+    assert nxt.returncode == 0, nxt.stderr
+    assert f"an interrupted vdi-import into {disk}: rolled back" in nxt.stderr
+    assert json.loads(ok(smctl("vdi-list", "managed=true", "--json"))) == before
     out = tmp_path / "out.raw"
     ok(smctl("vdi-export", f"uuid={disk}", f"filename={out}"))
     assert sha(out) == sha(old)

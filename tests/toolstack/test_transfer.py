@@ -20,7 +20,7 @@ from helpers.smctl_run import sparse_file
 from smlib import vhd
 from smlib.toolstack.db import VDIRecord
 from smlib.toolstack.runner import ToolstackError
-from smlib.toolstack.transfer import vdi_copy, vdi_export, vdi_import
+from smlib.toolstack.transfer import finish_vdi_import, vdi_copy, vdi_export, vdi_import
 
 MiB = 1 << 20
 # blktap's vhd-util images beside the checkout (../shared/vhd-golden), as tests/vhd finds them.
@@ -331,3 +331,19 @@ def test_copy_to_another_sr(ts, sr, tmp_path):
         other.ref, "disk", "its description", 6 * MiB)
     assert copy.uuid != disk.uuid
     assert digest(disk_bytes(ts, copy, tmp_path)) == digest(expected(chunks, 6 * MiB))
+
+
+@pytest.mark.parametrize("done", [False, True])
+def test_finishing_a_killed_import(ts, sr, tmp_path, done):
+    """What the next smctl does with a killed import's pending record: before the
+    point of no return the disk goes back to the snapshot, after it it stays."""
+    old, new = data(25, 4 * MiB), data(26, 4 * MiB)
+    disk = ts.vdi_create(sr, 4 * MiB, "disk")
+    vdi_import(ts, disk, raw_file(tmp_path, "old.raw", {0: old}, 4 * MiB))
+    snap = ts.vdi_snapshot(disk)
+    vdi_import(ts, ts.db.get(VDIRecord, disk.ref), raw_file(tmp_path, "new.raw", {0: new},
+                                                            4 * MiB))
+    said = finish_vdi_import(ts, {"disk": disk.ref, "snapshot": snap.ref, "done": done})
+    assert said == ("completed" if done else "rolled back")
+    assert ts.db.get(VDIRecord, snap.ref) is None
+    assert digest(disk_bytes(ts, disk, tmp_path)) == digest(new if done else old)
