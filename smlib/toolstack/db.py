@@ -6,14 +6,13 @@ user_version; a database written by a newer schema is refused.
 """
 
 import contextlib
-import dataclasses
 import json
 import os
 import sqlite3
-from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, TypeVar
 
 from smlib import config
+from smlib.toolstack.record import field, fields, record, replace
 
 SCHEMA_VERSION = 3
 
@@ -112,7 +111,7 @@ class SchemaError(Exception):
     pass
 
 
-@dataclass
+@record
 class SRRecord:
     ref: str
     uuid: str
@@ -126,7 +125,7 @@ class SRRecord:
     physical_utilisation: int = 0
 
 
-@dataclass
+@record
 class VDIRecord:
     ref: str
     uuid: str
@@ -149,7 +148,7 @@ class VDIRecord:
     metadata_of_pool: str = ""
 
 
-@dataclass
+@record
 class VMRecord:
     ref: str
     uuid: str
@@ -161,7 +160,7 @@ class VMRecord:
     suspend_vdi: Optional[str] = None
 
 
-@dataclass
+@record
 class VBDRecord:
     ref: str
     uuid: str
@@ -188,7 +187,7 @@ def _to_column(name: str, value: Any) -> Any:
 
 def _from_row(cls: type, row: sqlite3.Row) -> Any:
     values = {}
-    for f in dataclasses.fields(cls):
+    for f in fields(cls):
         value = row[f.name]
         if f.name in _JSON_FIELDS:
             value = json.loads(value)
@@ -281,7 +280,7 @@ class Database:
 
     def insert(self, record: Record) -> Record:
         table = _TABLES[type(record)]
-        names = [f.name for f in dataclasses.fields(record)]
+        names = [f.name for f in fields(record)]
         values = [_to_column(n, getattr(record, n)) for n in names]
         with self.transaction():
             self.conn.execute(
@@ -303,7 +302,7 @@ class Database:
             )
             if cur.rowcount != 1:
                 raise KeyError(f"{table} {record.ref} is not in the database")
-        return dataclasses.replace(record, **changes)
+        return replace(record, **changes)
 
     def delete(self, record: Record) -> None:
         table = _TABLES[type(record)]

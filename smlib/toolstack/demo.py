@@ -8,11 +8,11 @@ import hashlib
 import os
 import sys
 import tempfile
-from dataclasses import dataclass, field
 from typing import Optional, TextIO
 
 from smlib.toolstack.db import Database, VBDRecord, VDIRecord
 from smlib.toolstack.ops import Toolstack
+from smlib.toolstack.record import field, record
 from smlib.toolstack.revert import CLONE, IN_PLACE
 from smlib.toolstack.runner import Runner, ToolstackError
 from smlib.toolstack.transfer import vdi_export, vdi_import
@@ -21,7 +21,7 @@ MiB = 1 << 20
 DISK_SIZE = 64 * MiB
 
 
-@dataclass
+@record
 class Row:
     sr: str
     path: str = "-"

@@ -12,7 +12,6 @@ reversible steps (clones, in-place reverts guarded by a safety snapshot)
 come first and are undone if any fails; only then are old disks destroyed.
 """
 
-from dataclasses import dataclass, field
 from typing import Optional
 
 from smlib.toolstack.db import (
@@ -23,13 +22,14 @@ from smlib.toolstack.db import (
     VDIRecord,
     VMRecord,
 )
+from smlib.toolstack.record import field, record
 from smlib.toolstack.runner import CODE_UNIMPLEMENTED, CODE_VDI_MISSING, DriverFault, ToolstackError
 
 IN_PLACE = "in-place"
 CLONE = "clone"
 
 
-@dataclass
+@record
 class DiskRevert:
     """What happened to one disk."""
 
@@ -50,7 +50,7 @@ class DiskRevert:
         return self.result.uuid if self.result else None
 
 
-@dataclass
+@record
 class VMRevert:
     vm: VMRecord
     disks: "list[DiskRevert]"

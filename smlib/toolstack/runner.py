@@ -12,10 +12,10 @@ import sys
 import time
 import uuid as uuidlib
 import xmlrpc.client
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from smlib import config
+from smlib.toolstack.record import field, record
 
 INSTALLED_DRIVER_DIR = "/opt/xensource/sm"
 # drivers/ beside smlib/ when running from a checkout
@@ -145,7 +145,7 @@ def default_driver_dir() -> str:
     return DIR
 
 
-@dataclass
+@record
 class Call:
     """One SMAPIv1 request; optional keys are sent only when set, as xapi does."""
 
@@ -237,8 +237,9 @@ class Runner:
         env = dict(os.environ)
         env["ORIGINATOR"] = "SM"
         # The drivers start with `#!/usr/bin/env python3`: let that find this
-        # interpreter, which has the project's dependencies.
-        here = os.path.dirname(sys.executable)
+        # interpreter, which has the project's dependencies, unless
+        # $SMLIB_DRIVER_BIN names another (the dom0 test tier: CPython 3.6).
+        here = os.environ.get("SMLIB_DRIVER_BIN") or os.path.dirname(sys.executable)
         env["PATH"] = here + os.pathsep + env.get("PATH", "")
         return env
 

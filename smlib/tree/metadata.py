@@ -19,6 +19,7 @@ import xml.etree.ElementTree as ET
 from typing import Optional
 
 VERSION = "1"
+XML_DECLARATION = b"<?xml version='1.0' encoding='utf-8'?>\n"
 _BOOLS = ("hidden", "empty", "read_only", "is_a_snapshot", "attached", "active")
 _INTS = ("virtual_size",)
 
@@ -118,7 +119,8 @@ class Metadata:
         for uuid in sorted(self.vdis):
             rec = self.vdis[uuid]
             ET.SubElement(root, "vdi", {n: _attr(rec, n) for n in _FIELDS})
-        return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+        # The declaration by hand: tostring's xml_declaration= is 3.8 (dom0: 3.6).
+        return XML_DECLARATION + ET.tostring(root, encoding="unicode").encode("utf-8")
 
     # ---------------------------------------------------------- queries
 

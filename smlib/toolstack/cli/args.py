@@ -7,8 +7,9 @@ families and whether it is a list (field filters, ``params=``,
 """
 
 import re
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Optional, TextIO
+
+from smlib.toolstack.record import field, record
 
 if TYPE_CHECKING:
     from smlib.toolstack.ops import Toolstack
@@ -79,7 +80,7 @@ def parse_bool(text: str) -> bool:
 PROGRESS_FLAGS = ("--progress", "--quiet")
 
 
-@dataclass
+@record
 class Args:
     values: "dict[str, str]" = field(default_factory=dict)
     maps: "dict[str, dict[str, str]]" = field(default_factory=dict)
@@ -101,7 +102,7 @@ class Args:
         return parse_bool(self.values.get(key, "false"))
 
 
-@dataclass
+@record
 class Command:
     name: str
     summary: str
