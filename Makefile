@@ -14,14 +14,23 @@ RUN := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VPY)
 TESTS ?= tests
 PYTEST_ARGS ?=
 
-# install: `make install DESTDIR=/some/root [PYTHON=/usr/bin/python3]`
+# install: `make install DESTDIR=/some/root [PYTHON=/usr/bin/python3] [FORCE=1]`
 DESTDIR ?=
 SM_DIR := /opt/xensource/sm
 BIN_DIR ?= /usr/local/bin
 # Where PYTHON finds pure-Python packages (Debian: /usr/local/lib/python3.X/dist-packages).
 PYLIB = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
 
-.PHONY: demo test lint bench install venv clean
+# The dom0 tier (`make test-dom0`): the drivers run on CPython 3.6 (dom0's
+# interpreter) in .venv36, which holds only what dom0 has (XenAPI, no lxml);
+# pytest itself runs on .venv. PY36= names the interpreter when
+# .ci/find-python36 (pyenv's versions/3.6.*, python3.6 on PATH) finds none.
+PY36 ?= $(shell .ci/find-python36)
+VENV36 := .venv36
+STAMP36 := $(VENV36)/.installed
+DOM0_TESTS ?= tests/framework tests/filesr tests/lvm tests/toolstack
+
+.PHONY: demo test test-dom0 lint bench install uninstall rpm venv clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@$(VPY) -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); } \
@@ -41,6 +50,19 @@ test: $(STAMP)
 	$(RUN) -m pytest -q $(PYTEST_ARGS) $(TESTS); status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "no tests selected"; status=0; fi; exit $$status
 
+$(STAMP36): setup.cfg
+	@test -n "$(PY36)" || { echo "no CPython 3.6 found (pyenv versions/3.6.*, python3.6 on" \
+	  "PATH): install one or pass PY36=/path/to/python3.6" >&2; exit 1; }
+	rm -rf $(VENV36) && $(PY36) -m venv $(VENV36)
+	$(VENV36)/bin/python -m pip install -q XenAPI
+	touch $(STAMP36)
+
+# SMLIB_DRIVER_BIN: the harness and the toolstack put that directory first on
+# the drivers' PATH, so `#!/usr/bin/env python3` is the 3.6 interpreter.
+test-dom0: $(STAMP) $(STAMP36)
+	SMLIB_DRIVER_BIN="$(CURDIR)/$(VENV36)/bin" $(RUN) -m pytest -q $(PYTEST_ARGS) $(DOM0_TESTS); \
+	  status=$$?; if [ $$status -eq 5 ]; then echo "no tests selected"; status=0; fi; exit $$status
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check smlib tests bench drivers/*SR
 
@@ -48,10 +70,12 @@ bench: $(STAMP)
 	$(RUN) -m bench
 
 # Copies rather than pip: no build step, no network, no PEP 668 refusal on a
-# distribution's interpreter. lxml must be installed for PYTHON (python3-lxml).
+# distribution's interpreter. The drivers go in through tools/sm-drivers,
+# which refuses to replace a <Type>SR smlib did not install (the host's own
+# storage manager's) unless FORCE=1, which keeps it as <Type>SR.orig.
 install:
-	install -d "$(DESTDIR)$(SM_DIR)" "$(DESTDIR)$(BIN_DIR)"
-	for d in drivers/*SR; do install -m 0755 "$$d" "$(DESTDIR)$(SM_DIR)/"; done
+	sh tools/sm-drivers install drivers "$(DESTDIR)$(SM_DIR)" $(if $(filter 1,$(FORCE)),force)
+	install -d "$(DESTDIR)$(BIN_DIR)"
 	cd smlib && find . \( -name '*.py' -o -name XE_SR_ERRORCODES.xml \) -print | \
 	  while read -r f; do install -D -m 0644 "$$f" "$(DESTDIR)$(PYLIB)/smlib/$$f"; done
 	$(PYTHON) -m compileall -q -d "$(PYLIB)/smlib" "$(DESTDIR)$(PYLIB)/smlib"
@@ -59,5 +83,27 @@ install:
 	  'sys.exit(main())' > "$(DESTDIR)$(BIN_DIR)/smctl"
 	chmod 0755 "$(DESTDIR)$(BIN_DIR)/smctl"
 
+# Takes out what install put in and puts back each <Type>SR.orig.
+uninstall:
+	sh tools/sm-drivers uninstall drivers "$(DESTDIR)$(SM_DIR)"
+	rm -rf "$(DESTDIR)$(PYLIB)/smlib"
+	if grep -qs 'smlib.toolstack.cli' "$(DESTDIR)$(BIN_DIR)/smctl"; then \
+	  rm -f "$(DESTDIR)$(BIN_DIR)/smctl"; fi
+
+# The RPM (rpm/smlib.spec) from this tree's files: rpmbuild (Debian: rpm)
+# and a CPython 3.6 to byte-compile for dom0. Result: dist/smlib-*.noarch.rpm.
+VERSION = $(shell sed -n 's/^version = //p' setup.cfg)
+RPM_TOP ?= $(CURDIR)/build/rpm
+DIST ?= dist
+rpm:
+	@test -n "$(PY36)" || { echo "make rpm needs a CPython 3.6 (PY36=...)" >&2; exit 1; }
+	rm -rf "$(RPM_TOP)" && mkdir -p "$(RPM_TOP)/SOURCES" "$(DIST)"
+	find drivers smlib tools rpm README.md -type f ! -path '*/__pycache__/*' ! -name '*.pyc' | \
+	  LC_ALL=C sort | tar -cz -T - --transform 's,^,smlib-$(VERSION)/,' \
+	    -f "$(RPM_TOP)/SOURCES/smlib-$(VERSION).tar.gz"
+	rpmbuild -bb --quiet --define "_topdir $(RPM_TOP)" --define "version $(VERSION)" \
+	  --define "py36 $(PY36)" rpm/smlib.spec
+	cp "$(RPM_TOP)"/RPMS/noarch/smlib-$(VERSION)-*.noarch.rpm "$(DIST)/"
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VENV36) build dist *.egg-info .pytest_cache .hypothesis

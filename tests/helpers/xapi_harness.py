@@ -16,6 +16,10 @@ Fixtures (all return these plain functions):
   run_driver(driver, call=None, *, argv=None, env=None, timeout=60) -> DriverRun
   dispatch(driver_cls, command, **keys) -> value   in process; raises Fault
   sm_log -> path of the SM_LOG file every test gets (never /var/log/SMlog)
+
+Drivers run on the interpreter found as `python3` in driver_bin():
+$SMLIB_DRIVER_BIN (make test-dom0: a CPython 3.6 environment with only what
+dom0 has) or, by default, the one running the tests.
 """
 
 from __future__ import annotations
@@ -169,11 +173,18 @@ class DriverRun(NamedTuple):
         return self.result
 
 
+def driver_bin() -> str:
+    """The directory whose `python3` runs the drivers (their shebang is
+    `/usr/bin/env python3`): $SMLIB_DRIVER_BIN when set (the dom0 tier points
+    it at a CPython 3.6 environment), else this interpreter's."""
+    return os.environ.get("SMLIB_DRIVER_BIN") or os.path.dirname(sys.executable)
+
+
 def driver_env(extra: Optional[dict] = None) -> dict:
-    """The environment a driver runs in: this interpreter first on PATH (the
-    drivers' shebang is `/usr/bin/env python3`) and ORIGINATOR=SM as xapi sets."""
+    """The environment a driver runs in: driver_bin() first on PATH and
+    ORIGINATOR=SM as xapi sets."""
     env = dict(os.environ)
-    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    env["PATH"] = driver_bin() + os.pathsep + env.get("PATH", "")
     env["ORIGINATOR"] = "SM"
     env.update(extra or {})
     return env
