@@ -1,8 +1,9 @@
 """SRError: storage errors as values carrying the real storage-manager codes.
 
 The code table is read from XE_SR_ERRORCODES.xml (beside this module) with
-lxml, only when the first error is built: the driver's start-up path never
-pays for lxml.
+the standard library's expat (dom0 has no lxml; the XML-RPC codec has loaded
+pyexpat already), only when the first error is built: the driver's start-up
+path never pays for the parse.
 """
 
 import os
@@ -13,23 +14,56 @@ _table: "dict[str, tuple[int, str]] | None" = None
 
 
 def load_table(path: str = ERRORCODES_FILE) -> "dict[str, tuple[int, str]]":
-    """Parse an error-code file into {name: (value, description)}."""
-    from lxml import etree  # deferred: ~20 ms of import the happy path skips
+    """Parse an error-code file into {name: (value, description)}.
 
-    # The file is trusted, but never let a parser fetch or expand anything.
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
-    root = etree.parse(path, parser).getroot()
-    if root.tag != "SM-errorcodes":
-        raise ValueError(f"{path}: root element is {root.tag!r}, not SM-errorcodes")
+    The file is ``<SM-errorcodes>`` holding ``<code>`` elements, each with
+    ``<name>``, ``<description>`` and ``<value>`` children."""
+    from xml.parsers import expat
+
     table: dict[str, tuple[int, str]] = {}
-    for code in root.iterfind("code"):
-        name = (code.findtext("name") or "").strip()
-        value = (code.findtext("value") or "").strip()
+    stack: list[str] = []
+    entry: dict[str, str] = {}
+    started = [0]  # the line of the open <code>
+
+    def start(tag: str, _attrs: dict) -> None:
+        if not stack and tag != "SM-errorcodes":
+            raise ValueError(f"{path}: root element is {tag!r}, not SM-errorcodes")
+        if stack == ["SM-errorcodes"] and tag == "code":
+            entry.clear()
+            started[0] = parser.CurrentLineNumber
+        stack.append(tag)
+
+    def text(data: str) -> None:
+        if len(stack) == 3 and stack[1] == "code":
+            entry[stack[2]] = entry.get(stack[2], "") + data
+
+    def end(tag: str) -> None:
+        stack.pop()
+        if stack != ["SM-errorcodes"] or tag != "code":
+            return
+        name = entry.get("name", "").strip()
+        value = entry.get("value", "").strip()
         if not name or not value.isdigit():
-            raise ValueError(f"{path}: malformed <code> entry near line {code.sourceline}")
+            raise ValueError(f"{path}: malformed <code> entry near line {started[0]}")
         if name in table:
             raise ValueError(f"{path}: duplicate error name {name}")
-        table[name] = (int(value), (code.findtext("description") or "").strip())
+        table[name] = (int(value), entry.get("description", "").strip())
+
+    def refuse_dtd(*_args: object) -> None:
+        # The file is trusted, but never let a parser expand anything.
+        raise ValueError(f"{path}: a DTD or entity declaration is not allowed")
+
+    parser = expat.ParserCreate()
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = text
+    parser.StartDoctypeDeclHandler = refuse_dtd
+    parser.EntityDeclHandler = refuse_dtd
+    with open(path, "rb") as f:
+        try:
+            parser.ParseFile(f)
+        except expat.ExpatError as e:
+            raise ValueError(f"{path}: not well-formed XML: {e}") from None
     return table
 
 

@@ -8,10 +8,18 @@ import xmlrpc.client
 import pytest
 
 from smlib.drivers.dummy import DummySR
-from smlib.protocol import smapi
+from smlib.protocol import errors, smapi
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 CREATE_ARGS = ["1073741824", "disk", "a disk", "", "false", "", "", "false"]
+
+@pytest.fixture
+def fs(fs):
+    """pyfakefs's fake filesystem, holding the real error table (read with
+    Python's open(), which pyfakefs fakes)."""
+    fs.add_real_file(errors.ERRORCODES_FILE, read_only=True)
+    return fs
+
 
 # command -> (extra call keys, check of the decoded result)
 NIL = None

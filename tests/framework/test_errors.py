@@ -148,9 +148,56 @@ def test_every_error_name_in_the_code_exists():
 def test_error_table_is_not_loaded_until_an_error_is_built():
     code = (
         "import sys; import smlib.protocol.smapi, smlib.drivers.dummy;"
-        "assert 'lxml' not in sys.modules and 'xmlrpc.client' not in sys.modules;"
-        "from smlib.protocol.errors import SRError; SRError.from_name('EIO');"
-        "assert 'lxml.etree' in sys.modules; print('ok')"
+        "from smlib.protocol import errors;"
+        "assert errors._table is None and 'xmlrpc.client' not in sys.modules;"
+        "errors.SRError.from_name('EIO');"
+        "assert errors._table is not None; print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_error_table_loads_without_lxml(tmp_path):
+    """dom0 has no lxml: with every import of it failing, the table is whole
+    and a driver's coded fault keeps its code (not 1200)."""
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'lxml':\n"
+        "            raise ImportError('lxml blocked: dom0 has none')\n"
+        "sys.meta_path.insert(0, _Block())\n"
+    )
+    code = (
+        "from smlib.protocol import errors, smapi; from smlib.drivers.dummy import DummySR;"
+        "import sys; sys.path.insert(0, 'tests'); from xapi_harness import xapi_call;"
+        "print(len(errors.codes()));"
+        "print(smapi.handle(DummySR, [xapi_call('vdi_revert', args=['OpaqueRef:x'])]))"
+    )
+    env = dict(os.environ, PYTHONPATH=f"{blocker}{os.pathsep}{REPO}")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, env=env)
+    assert out.returncode == 0, out.stderr
+    count, response = out.stdout.split("\n", 1)
+    assert int(count) == len(errors.codes())
+    assert "<int>38</int>" in response and "not supported/implemented" in response
+    blocked = subprocess.run([sys.executable, "-c", "import lxml"], env=env, cwd=REPO,
+                             capture_output=True, text=True)
+    assert "lxml blocked" in blocked.stderr  # the block itself works
+
+
+def test_load_table_refuses_a_dtd(tmp_path):
+    doc = tmp_path / "codes.xml"
+    doc.write_text('<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e "boom">]>'
+                   "<SM-errorcodes><code><name>&e;</name><description>d</description>"
+                   "<value>1</value></code></SM-errorcodes>")
+    with pytest.raises(ValueError, match="DTD"):
+        errors.load_table(str(doc))
+    doc.write_text("<other/>")
+    with pytest.raises(ValueError, match="SM-errorcodes"):
+        errors.load_table(str(doc))
+    doc.write_text("<SM-errorcodes><code>")
+    with pytest.raises(ValueError, match="well-formed"):
+        errors.load_table(str(doc))
