@@ -28,6 +28,9 @@ from typing import Optional
 from smlib.protocol.errors import SRError
 
 MAGIC = b"SMLIBMGT"
+# Stock sm's MGT (libs/sm/srmetadata.py) starts with a 512-byte header
+# sector "XSSM:<used length>:<major>:<minor>", padded with spaces.
+STOCK_MAGIC = b"XSSM:"
 VERSION = 1
 SLOTS = 2
 S_MAGIC = 0
@@ -113,12 +116,32 @@ def _read_slot(f, slot: int, slot_size: int, sr_uuid: str) -> Optional[State]:
 
 
 def load(path: str, size: int, sr_uuid: str) -> State:
-    """The newest valid state in the MGT container at ``path`` (an empty
-    state when no slot is valid, i.e. a freshly formatted MGT)."""
+    """The newest valid state in the MGT container at ``path``: an empty
+    state when no slot is valid but every slot header is ours or zero (a
+    freshly formatted MGT, or a torn first write). Anything else is another
+    program's MGT (stock sm's LVHD, most often): MetadataError, before any
+    command could write to it."""
     slot_size = size // SLOTS
     with open(path, "rb") as f:
         states = [s for s in (_read_slot(f, i, slot_size, sr_uuid) for i in range(SLOTS)) if s]
-    return max(states, key=lambda s: s.generation) if states else State()
+        if states:
+            return max(states, key=lambda s: s.generation)
+        heads = []
+        for slot in range(SLOTS):
+            f.seek(slot * slot_size)
+            heads.append(f.read(SLOT_HEADER.size))
+    if all(h[:len(MAGIC)] == MAGIC or not h.strip(b"\0") for h in heads):
+        return State()
+    if heads[0][:len(STOCK_MAGIC)] == STOCK_MAGIC:
+        why = (f"the MGT volume of SR {sr_uuid} holds the stock storage manager's metadata"
+               " (an LVHD SR made by sm)")
+    else:
+        why = f"the MGT volume of SR {sr_uuid} holds data smlib did not write"
+    raise SRError.from_name(
+        "MetadataError",
+        f"{why}: smlib's LVMSR did not create this SR and changes nothing on it;"
+        " use the host's own LVHD driver",
+    )
 
 
 def save(path: str, size: int, sr_uuid: str, state: State) -> None:
