@@ -155,11 +155,13 @@ class TreeSR(SR):
 
     def sr_attach(self) -> None:
         store = self.store()
-        if not store.sr_exists():
+        if not store.sr_exists() and not store.adopt():
             raise SRError.from_name("SRUnavailable", f"no SR at {store.device_config}")
         store.sr_attach()  # first: the metadata may live on what this attaches
-        with self.tree(store):
-            return None
+        with self.tree(store) as tree:
+            if store.read_metadata() is None:
+                tree.scan()  # adopted (a stock SR): its images become its VDIs
+        return None
 
     def sr_detach(self) -> None:
         with self.tree() as tree:
@@ -168,7 +170,9 @@ class TreeSR(SR):
     def sr_scan(self) -> None:
         from smlib.xapi import db
 
-        with self.tree() as tree:
+        store = self.store()
+        store.adopt()  # a stock SR scanned before any attach
+        with self.tree(store) as tree:
             tree.scan()
 
             def facts() -> tuple:

@@ -126,6 +126,13 @@ class Store(abc.ABC):
         """True when the SR's storage is initialised (directory with .sm/,
         VG with MGT). Reads only."""
 
+    def adopt(self) -> bool:
+        """Take over an SR the stock storage manager made here, when this
+        store can do so without changing its volumes: start our bookkeeping
+        beside them and return True (the caller then scans the volumes in).
+        False when there is nothing to adopt. The default adopts nothing."""
+        return False
+
     @abc.abstractmethod
     def sr_create(self) -> None:
         """Initialise the SR's storage (create or adopt an empty directory /

@@ -12,7 +12,7 @@ import sys
 from typing import Optional
 
 from smlib.protocol.errors import SRError
-from smlib.stores.base import Store, fsync_path, is_volume_name
+from smlib.stores.base import Store, fsync_path, is_uuid, is_volume_name
 
 SUFFIX = ".vhd"
 SM_DIR = ".sm"
@@ -69,6 +69,20 @@ class FileStore(Store):
         os.makedirs(self.journal_dir)
         fsync_path(self.sm_dir)
         fsync_path(self.dir)
+
+    def adopt(self) -> bool:
+        """A stock file SR (sm's FileSR: ``<uuid>.vhd`` chains, hidden bases
+        marked in their footers, no ``.sm/``) becomes ours: only ``.sm/`` is
+        made, no image is touched. A directory without such an image is not
+        adopted (``sr_create`` makes an SR of an empty one)."""
+        if self.sr_exists() or not os.path.isdir(self.dir):
+            return False
+        if not any(is_uuid(name) for name in self.list_volumes()):
+            return False
+        os.makedirs(self.journal_dir, exist_ok=True)  # a concurrent adopter is harmless
+        fsync_path(self.sm_dir)
+        fsync_path(self.dir)
+        return True
 
     def sr_delete(self) -> None:
         import shutil
