@@ -15,7 +15,7 @@ import os
 import uuid as uuidlib
 
 import pytest
-from filesr_helpers import FileSRHarness, pattern, pyvhdi_read, tree_hashes
+from helpers.filesr_helpers import FileSRHarness, pattern, pyvhdi_read, tree_hashes
 
 from smlib import vhd
 

@@ -172,7 +172,7 @@ def test_error_table_loads_without_lxml(tmp_path):
     )
     code = (
         "from smlib.protocol import errors, smapi; from smlib.drivers.dummy import DummySR;"
-        "import sys; sys.path.insert(0, 'tests'); from xapi_harness import xapi_call;"
+        "import sys; sys.path.insert(0, 'tests'); from helpers.xapi_harness import xapi_call;"
         "print(len(errors.codes()));"
         "print(smapi.handle(DummySR, [xapi_call('vdi_revert', args=['OpaqueRef:x'])]))"
     )

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 
 import pytest
-from xapi_harness import REPO_ROOT, xapi_call
+from helpers.xapi_harness import REPO_ROOT, xapi_call
 
 SITE = "/usr/lib/python3.6/site-packages"
 TYPES = ("DummySR", "FileSR", "LVMSR")

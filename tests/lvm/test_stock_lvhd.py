@@ -17,7 +17,7 @@ import os
 import uuid as uuidlib
 
 import pytest
-from loop_pvs import _lvm
+from helpers.loop_pvs import _lvm
 
 from smlib import vhd
 from smlib.stores.lvm import lvm2 as lvm
