@@ -22,8 +22,8 @@ BIN_DIR ?= /usr/local/bin
 PYLIB = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
 
 # The dom0 tier (`make test-dom0`): the drivers run on CPython 3.6 (dom0's
-# interpreter) in .venv36, which holds only what dom0 has (XenAPI, no lxml);
-# pytest itself runs on .venv. PY36= names the interpreter when
+# interpreter) in .venv36, which holds only what dom0 has (XenAPI, no lxml)
+# and the checkout; pytest itself runs on .venv. PY36= names the interpreter when
 # .ci/find-python36 (pyenv's versions/3.6.*, python3.6 on PATH) finds none.
 PY36 ?= $(shell .ci/find-python36)
 VENV36 := .venv36
@@ -55,6 +55,10 @@ $(STAMP36): setup.cfg
 	  "PATH): install one or pass PY36=/path/to/python3.6" >&2; exit 1; }
 	rm -rf $(VENV36) && $(PY36) -m venv $(VENV36)
 	$(VENV36)/bin/python -m pip install -q XenAPI
+	# The checkout on its path, as .venv has it installed editable (a driver
+	# run through a symlink finds no checkout beside it).
+	$(VENV36)/bin/python -c 'import site, sys; open(site.getsitepackages()[0] + \
+	  "/smlib-checkout.pth", "w").write(sys.argv[1] + "\n")' "$(CURDIR)"
 	touch $(STAMP36)
 
 # SMLIB_DRIVER_BIN: the harness and the toolstack put that directory first on
