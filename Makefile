@@ -95,8 +95,9 @@ uninstall:
 	  rm -f "$(DESTDIR)$(BIN_DIR)/smctl"; fi
 
 # The RPM (rpm/smlib.spec) from this tree's files: rpmbuild (Debian: rpm)
-# and a CPython 3.6 to byte-compile for dom0. Result: dist/smlib-*.noarch.rpm.
-VERSION = $(shell sed -n 's/^version = //p' setup.cfg)
+# and a CPython 3.6 to byte-compile for dom0. Result: dist/smlib-*.noarch.rpm;
+# the version is smlib.__version__.
+VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' smlib/__init__.py)
 RPM_TOP ?= $(CURDIR)/build/rpm
 DIST ?= dist
 rpm:
