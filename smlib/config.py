@@ -10,7 +10,12 @@ This module is a leaf (it imports only ``os``): anything may import it.
 """
 
 import os
-from typing import Optional
+
+# Every driver call loads this module: no typing at run time (dom0's 3.6
+# pays several ms for it), so the annotations are strings.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 #: name -> the older names it also answers to.
 ALIASES = {
@@ -29,7 +34,7 @@ DEFAULT_LVM_LOCK_DIR = "/run/lock/smlib"
 DEFAULT_LVM_ACTIVATION = "lvchange"
 
 
-def get(name: str) -> Optional[str]:
+def get(name: str) -> "Optional[str]":
     """The value of knob ``name`` (or of an older name of it); None when unset or empty."""
     for key in (name,) + ALIASES.get(name, ()):
         value = os.environ.get(key)
@@ -47,7 +52,7 @@ def log_path() -> str:
     return get("SMLIB_LOG") or DEFAULT_LOG
 
 
-def crash_at() -> Optional[str]:
+def crash_at() -> "Optional[str]":
     """``SMLIB_CRASH_AT`` (or ``SM_CRASH_AT``), tests only: ``N`` ends the process
     at its Nth mutation point, a name (``snapshot.rename-leaf``) at the first
     point of that name (smlib.faults)."""
@@ -70,13 +75,13 @@ def xapi_timeout() -> float:
     return value if value > 0 else DEFAULT_XAPI_TIMEOUT
 
 
-def lvm_config() -> Optional[str]:
+def lvm_config() -> "Optional[str]":
     """``SMLIB_LVM_CONFIG``: extra lvm2 configuration text passed as ``--config``
     to every lvm2 run (on machines without device-mapper: ``global{activation=0}``)."""
     return get("SMLIB_LVM_CONFIG")
 
 
-def lvm_bin() -> Optional[str]:
+def lvm_bin() -> "Optional[str]":
     """``SMLIB_LVM_BIN``: the lvm2 binary. Default: ``lvm`` on PATH, /usr/sbin, /sbin."""
     return get("SMLIB_LVM_BIN")
 
@@ -96,13 +101,13 @@ def lvm_lock_dir() -> str:
 # Toolstack side (smctl) ----------------------------------------------------
 
 
-def toolstack_db() -> Optional[str]:
+def toolstack_db() -> "Optional[str]":
     """``SMLIB_DB`` (or ``SMCTL_DB``): smctl's database. Default (None here):
     ~/.local/share/smctl/state.db."""
     return get("SMLIB_DB")
 
 
-def driver_dir() -> Optional[str]:
+def driver_dir() -> "Optional[str]":
     """``SMLIB_DRIVER_DIR`` (or ``SMCTL_DRIVER_DIR``): where the toolstack finds
     the driver executables. Default (None here): the checkout's drivers/ when
     run from one, else /opt/xensource/sm where it exists, else the drivers

@@ -8,8 +8,6 @@ keeps its VDIs in xapi's database alone: what it makes is introduced, what
 it deletes forgotten, what it resizes updated (smlib/xapi/db.py).
 """
 
-from typing import Optional
-
 from smlib.protocol.errors import SRError
 from smlib.protocol.sr import SR, attach_info, vdi_info
 
@@ -122,7 +120,7 @@ class DummySR(SR):
         # sm's DummySR: the utilisation is the size.
         return VDIFacts(uuid, location, virtual_size=size, physical_utilisation=size, **fields)
 
-    def _tell(self, introduce=None, forget: Optional[str] = None, update=None) -> None:
+    def _tell(self, introduce=None, forget: "str | None" = None, update=None) -> None:
         from smlib.xapi import db
 
         changes = db.Changes()

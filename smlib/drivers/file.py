@@ -1,11 +1,10 @@
 """FileSR: VHD files in a directory; the commands are TreeSR's."""
 
 from smlib.drivers.tree_sr import TreeSR
-from smlib.stores.file import FileStore
 
 
 class FileSR(TreeSR):
-    STORE = FileStore
+    STORE = ("smlib.stores.file", "FileStore")
     # VHD files grow as they are written (stock FileSR says the same); LVMSR
     # inflates a writable leaf to full size, so it does not.
     EXTRA_CAPABILITIES = ("THIN_PROVISIONING",)

@@ -4,11 +4,10 @@ The commands are TreeSR's (smlib/drivers/tree_sr.py); only the store differs.
 """
 
 from smlib.drivers.tree_sr import TreeSR
-from smlib.stores.lvm.store import LVMStore
 
 
 class LVMSR(TreeSR):
-    STORE = LVMStore
+    STORE = ("smlib.stores.lvm.store", "LVMStore")
     DRIVER_INFO = {
         "name": "LVM",
         "description": "SR plugin which represents disks as VHD images on Logical Volumes"

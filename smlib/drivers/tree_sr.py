@@ -1,17 +1,24 @@
 """TreeSR: every SMAPIv1 command over the shared tree machinery.
 
-TreeSR is parameterised by its store class (``STORE``); FileSR
+TreeSR is parameterised by its store class (``STORE``, a (module, class)
+pair imported by the first command that opens the store); FileSR
 (smlib/drivers/file.py) sets the file store, LVMSR (smlib/drivers/lvm.py)
 the LVM one. Each command opens the store, takes the SR lock, replays any
 journal a crash left, then acts through smlib.tree.
-"""
 
-from contextlib import contextmanager
-from typing import Iterator, Optional
+sr_get_driver_info loads this module and the driver's only: no store, and
+no ``typing`` (on dom0's CPython 3.6 that import alone costs about as much
+as the rest of the call), hence the annotations in strings.
+"""
 
 from smlib.protocol.errors import SRError
 from smlib.protocol.sr import SR, attach_info, vdi_info
-from smlib.stores.base import Store
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import ContextManager, Iterator, Optional
+
+    from smlib.stores.base import Store
 
 
 def _size(text: str) -> int:
@@ -38,7 +45,7 @@ def _shape(tree) -> dict:
 class TreeSR(SR):
     """A VHD-tree SR over ``STORE``; subclasses only pick the store."""
 
-    STORE = Store  # a concrete subclass sets its store class
+    STORE = ("smlib.stores.base", "Store")  # a concrete subclass names its store class
     CONTENT_TYPE = "vhd"  # sm's sr_vditype for VHD SRs
 
     def __init__(self, call) -> None:
@@ -49,13 +56,21 @@ class TreeSR(SR):
         self._pool: dict[str, str] = {}  # uuid -> metadata_of_pool (vdi_create)
         self._synchronised = False  # sr_scan told xapi everything already
 
-    def store(self) -> Store:
-        return self.STORE(self.call.device_config, self.call.sr_uuid)
+    def store(self) -> "Store":
+        import importlib
 
-    @contextmanager
-    def tree(self, store: Optional[Store] = None) -> Iterator:
+        module, name = self.STORE
+        cls = getattr(importlib.import_module(module), name)
+        return cls(self.call.device_config, self.call.sr_uuid)
+
+    def tree(self, store: "Optional[Store]" = None) -> "ContextManager":
         """The SR under its lock, journal replayed; afterwards xapi's database
         hears what changed (replay included), still under the lock."""
+        from contextlib import contextmanager  # not on sr_get_driver_info's path
+
+        return contextmanager(self._tree_session)(store)
+
+    def _tree_session(self, store: "Optional[Store]") -> "Iterator":
         from smlib.tree.lock import SRLock
         from smlib.tree.tree import Tree
         from smlib.vhd import VHDError

@@ -83,3 +83,24 @@ def test_driver_tier_runs_on_dom0_python():
         stdout=subprocess.PIPE, text=True, check=True)
     assert probe.stdout.split() == ["3", "6", "True", "False"], (
         f"{python3}: (major, minor, has XenAPI, has lxml) = {probe.stdout.split()}")
+
+
+def test_driver_info_path_on_python36_is_lean():
+    """What every driver process loads before its command runs (the driver
+    module and the protocol, all sr_get_driver_info needs) pulls in neither a
+    store nor the tree, nor typing / contextlib / re / collections: on 3.6
+    those are not loaded at start-up, and typing alone costs about what the
+    rest of the call does (bench/framework_startup.py measures the whole)."""
+    py36 = _python36()
+    costly = ("typing", "contextlib", "re", "collections", "importlib", "smlib.stores",
+              "smlib.tree", "smlib.vhd")
+    code = (
+        "import sys\n"
+        f"sys.path.insert(0, {REPO_ROOT!r})\n"
+        "import smlib.protocol.smapi, smlib.drivers.dummy, smlib.drivers.file, smlib.drivers.lvm\n"
+        f"print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in {costly!r}"
+        f" or any(m.startswith(c + '.') or m == c for c in {costly!r}))))\n"
+    )
+    out = subprocess.run([py36, "-I", "-c", code], capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"loaded at start-up: {out.stdout.strip()}"
