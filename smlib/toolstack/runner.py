@@ -270,7 +270,8 @@ class Runner:
         try:
             proc = subprocess.run(
                 [path, request],
-                capture_output=True,
+                stdout=subprocess.PIPE,  # capture_output= is 3.7; dom0 runs 3.6
+                stderr=subprocess.PIPE,
                 env=self._environment(),
                 timeout=self.timeout,
                 stdin=subprocess.DEVNULL,

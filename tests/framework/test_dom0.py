@@ -104,3 +104,41 @@ def test_driver_info_path_on_python36_is_lean():
     out = subprocess.run([py36, "-I", "-c", code], capture_output=True, text=True, cwd="/")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"loaded at start-up: {out.stdout.strip()}"
+
+
+def test_installed_on_a_bare_python36_smctl_and_drivers_work(tmp_path):
+    """`make install` for a 3.6 with the standard library alone (no lxml, no
+    XenAPI: the pyenv interpreter itself), then smctl and the installed
+    drivers run by it: a working SR, and a refused command is a coded
+    error, never a traceback."""
+    py36 = _python36()
+    bin36 = os.path.dirname(py36)
+    if not os.path.exists(os.path.join(bin36, "python3")):
+        pytest.skip(f"{py36} has no python3 beside it for the drivers' shebang")
+    missing = subprocess.run([py36, "-I", "-c", "import lxml"], capture_output=True)
+    assert missing.returncode != 0, "this 3.6 has lxml: not a bare dom0 interpreter"
+    root = tmp_path / "root"
+    proc = subprocess.run(["make", "-s", "install", f"DESTDIR={root}", f"PYTHON={py36}"],
+                          cwd=REPO_ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    purelib = subprocess.run([py36, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    env = {"PATH": bin36 + os.pathsep + os.environ["PATH"], "PYTHONPATH": f"{root}{purelib}",
+           "SMCTL_DB": str(tmp_path / "state.db"), "SM_LOG": str(tmp_path / "SMlog"),
+           "SMCTL_DRIVER_DIR": f"{root}/opt/xensource/sm", "HOME": str(tmp_path)}
+
+    def smctl(*args):
+        return subprocess.run([f"{root}/usr/local/bin/smctl", *args], env=env, cwd=str(tmp_path),
+                              capture_output=True, text=True, timeout=300)
+
+    (tmp_path / "sr").mkdir()
+    sr = smctl("sr-create", "type=file", f"device-config:location={tmp_path}/sr", "name-label=s")
+    assert sr.returncode == 0, sr.stderr
+    disk = smctl("vdi-create", f"sr-uuid={sr.stdout.strip()}", "name-label=d",
+                 "virtual-size=4MiB")
+    assert disk.returncode == 0, disk.stderr
+    shrink = smctl("vdi-resize", f"uuid={disk.stdout.strip()}", "disk-size=2MiB")
+    assert shrink.returncode == 1 and "Error code:" in shrink.stderr, shrink.stderr
+    assert "1200" not in shrink.stderr and "Traceback" not in shrink.stderr
+    for result in (sr, disk, shrink):
+        assert "Traceback" not in result.stdout + result.stderr
