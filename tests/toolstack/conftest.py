@@ -92,8 +92,12 @@ class Result(NamedTuple):
 
 @pytest.fixture
 def smctl(tmp_path):
-    """Run the installed smctl console script with a private database."""
-    exe = os.path.join(os.path.dirname(sys.executable), "smctl")
+    """Run the installed smctl console script with a private database; in
+    the dom0 tier (SMLIB_DRIVER_BIN set) smctl runs on that 3.6 too."""
+    argv = [os.path.join(os.path.dirname(sys.executable), "smctl")]
+    if os.environ.get("SMLIB_DRIVER_BIN"):
+        argv = [os.path.join(os.environ["SMLIB_DRIVER_BIN"], "python3"), "-m",
+                "smlib.toolstack.cli"]
     env = dict(os.environ)
     env["SMCTL_DB"] = str(tmp_path / "cli.db")
     env["SMCTL_DRIVER_DIR"] = DRIVERS_DIR
@@ -101,7 +105,7 @@ def smctl(tmp_path):
 
     def run(*args: str, extra_env: Optional[dict] = None) -> Result:
         proc = subprocess.run(
-            [exe, *args], capture_output=True, text=True, timeout=180,
+            [*argv, *args], capture_output=True, text=True, timeout=180,
             env={**env, **(extra_env or {})}, stdin=subprocess.DEVNULL,
         )
         return Result(proc.returncode, proc.stdout, proc.stderr)
