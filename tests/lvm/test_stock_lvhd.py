@@ -155,3 +155,31 @@ def test_every_command_is_refused_and_nothing_is_written(stock_sr, run_driver, x
 
     assert _data_digest(backing) == before
     assert sorted(lvm.layout("VG_XenStorage-" + sr_uuid).lvs) == ["MGT", "VHD-" + vdi_uuid]
+
+
+@pytest.mark.parametrize("content, verdict", [
+    (b"", "empty"),                                   # freshly formatted: zero headers
+    (None, "stock"),                                  # sm's MGT
+    (b"\x7fELF" + bytes(60), "foreign"),              # anything else
+])
+def test_mgt_load_tells_ours_from_others(tmp_path, content, verdict):
+    """mgt.load on a plain file standing for the MGT volume (8 MiB, 2 slots)."""
+    from smlib.protocol.errors import SRError
+    from smlib.stores.lvm import mgt
+
+    path = str(tmp_path / "MGT")
+    size = 8 * MiB
+    with open(path, "wb") as f:
+        f.truncate(size)
+        f.write(stock_mgt("s", []) if content is None else content)
+    if verdict == "empty":
+        state = mgt.load(path, size, "s")
+        assert state.metadata is None and state.journal == {}
+        mgt.save(path, size, "s", mgt.State(metadata=b"<sr/>"))
+        assert mgt.load(path, size, "s").metadata == b"<sr/>"
+        return
+    with pytest.raises(SRError) as caught:
+        mgt.load(path, size, "s")
+    assert caught.value.code == 181
+    expected = "stock storage manager" if verdict == "stock" else "smlib did not write"
+    assert expected in str(caught.value)
