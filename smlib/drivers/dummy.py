@@ -8,7 +8,6 @@ keeps its VDIs in xapi's database alone: what it makes is introduced, what
 it deletes forgotten, what it resizes updated (smlib/xapi/db.py).
 """
 
-from smlib.protocol.errors import SRError
 from smlib.protocol.sr import SR, attach_info, vdi_info
 
 
@@ -16,12 +15,6 @@ def _new_uuid() -> str:
     import uuid  # only the commands that mint a VDI pay for it
 
     return str(uuid.uuid4())
-
-
-def _size(text: str) -> int:
-    if not text or not all("0" <= c <= "9" for c in text):
-        raise SRError.from_name("VDISize", opterr=f"size {text!r} is not a byte count")
-    return int(text)
 
 
 class DummySR(SR):
@@ -59,7 +52,7 @@ class DummySR(SR):
         return None
 
     def vdi_create(self) -> dict:
-        size = _size(self.call.arg(0, "virtual size"))
+        size = self.call.size_arg(0, "virtual size")
         args = self.call.args + [""] * 8
         # xapi sends vdi_uuid with vdi_create only when it chose the uuid.
         uuid = self.call.vdi_uuid or _new_uuid()
@@ -92,7 +85,7 @@ class DummySR(SR):
         return self._copy(read_only=True)
 
     def vdi_resize(self) -> dict:
-        size = _size(self.call.arg(0, "new virtual size"))
+        size = self.call.size_arg(0, "new virtual size")
         uuid, location = self.call.vdi_uuid or "", self.call.vdi_location or ""
         self._tell(update=self._facts(uuid, location, size))
         return vdi_info(uuid, location)

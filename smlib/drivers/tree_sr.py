@@ -21,12 +21,6 @@ if TYPE_CHECKING:
     from smlib.stores.base import Store
 
 
-def _size(text: str) -> int:
-    if not text.isdigit():
-        raise SRError.from_name("VDISize", f"size {text!r} is not a byte count")
-    return int(text)
-
-
 def _flag(args: "list[str]", index: int) -> bool:
     return index < len(args) and args[index].lower() == "true"
 
@@ -72,6 +66,7 @@ class TreeSR(SR):
 
     def _tree_session(self, store: "Optional[Store]") -> "Iterator":
         from smlib.tree.lock import SRLock
+        from smlib.tree.steps import image_error
         from smlib.tree.tree import Tree
         from smlib.vhd import VHDError
 
@@ -86,9 +81,8 @@ class TreeSR(SR):
                 yield tree
                 self._tell(tree, before)
         except VHDError as e:
-            # An image the library cannot handle is a storage error, not a
-            # crash (1200); a change it interrupted is in the journal.
-            raise SRError.from_name("VDIUnavailable", str(e)) from None
+            # A change it interrupted is in the journal.
+            raise image_error(e) from None
         finally:
             store.close()
 
@@ -222,7 +216,7 @@ class TreeSR(SR):
 
     def vdi_create(self) -> dict:
         args = self.call.args
-        size = _size(self.call.arg(0, "virtual size"))
+        size = self.call.size_arg(0, "virtual size")
         fields = dict(
             name_label=_arg(args, 1), name_description=_arg(args, 2),
             is_a_snapshot=_flag(args, 4), snapshot_time=_arg(args, 5),
@@ -268,7 +262,7 @@ class TreeSR(SR):
             return self._info(tree, rec.uuid)
 
     def vdi_resize(self) -> dict:
-        size = _size(self.call.arg(0, "new virtual size"))
+        size = self.call.size_arg(0, "new virtual size")
         with self.tree() as tree:
             rec = tree.resize(self._vdi(), size)
             return self._info(tree, rec.uuid)

@@ -46,6 +46,14 @@ class Call:
             )
         return self.args[index]
 
+    def size_arg(self, index: int, what: str) -> int:
+        """args[index] as a byte count: ASCII digits only (str.isdigit() also
+        takes '\u00b2' and other scripts' digits), else VDISize (79)."""
+        text = self.arg(index, what)
+        if not text or not all("0" <= c <= "9" for c in text):
+            raise SRError.from_name("VDISize", opterr=f"size {text!r} is not a byte count")
+        return int(text)
+
     def __repr__(self) -> str:
         return f"Call({self.command!r}, sr={self.sr_uuid!r}, vdi={self.vdi_uuid!r})"
 

@@ -57,7 +57,7 @@ before the first mutating call and re-drives these calls on replay.
 """
 
 import abc
-from typing import Callable, Optional
+from typing import Optional
 
 _HEX = frozenset("0123456789abcdef")
 _DASHES = (8, 13, 18, 23)
@@ -80,10 +80,6 @@ def split_transient(text: str) -> "Optional[tuple[str, str]]":
     if dot and suffix and all("a" <= c <= "z" for c in suffix) and is_uuid(uuid):
         return uuid, suffix
     return None
-
-
-# resolver(child_path, locator_name) -> parent path, as smlib.vhd expects.
-Resolver = Callable[[str, str], str]
 
 
 def fsync_path(path: str) -> None:

@@ -7,7 +7,6 @@ leaves them recorded). `sr_scan` reconciles the records with the driver's
 own list where the driver can give one.
 """
 
-import datetime
 import uuid as uuidlib
 from typing import Any, Callable, Optional
 
@@ -23,19 +22,15 @@ from smlib.toolstack.revert import Reverts
 from smlib.toolstack.runner import (
     CODE_UNIMPLEMENTED,
     NULL_REF,
-    Call,
     DriverFault,
+    Request,
     Runner,
     ToolstackError,
     new_ref,
 )
+from smlib.xapi.dates import now_stamp
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
-
-
-def now_stamp() -> str:
-    """xapi's date format for snapshot_time."""
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H:%M:%SZ")
 
 
 def _flag(value: Any) -> bool:
@@ -117,7 +112,7 @@ class Toolstack(Reverts):
         device_config = dict(sr.device_config)
         device_config.setdefault("SRmaster", "true")  # xapi adds it on the pool master
         kw.setdefault("subtask_of", self.task_ref)
-        call = Call(command, device_config=device_config, sr_ref=sr.ref, sr_uuid=sr.uuid, **kw)
+        call = Request(command, device_config=device_config, sr_ref=sr.ref, sr_uuid=sr.uuid, **kw)
         return self.runner.call(sr.type, call)
 
     def call_vdi(self, vdi: VDIRecord, command: str, **kw: Any) -> Any:
@@ -132,7 +127,7 @@ class Toolstack(Reverts):
         )
 
     def driver_info(self, sr_type: str) -> dict:
-        info = self.runner.call(sr_type, Call("sr_get_driver_info", needs_session=False))
+        info = self.runner.call(sr_type, Request("sr_get_driver_info", needs_session=False))
         if not isinstance(info, dict) or not isinstance(info.get("capabilities"), list):
             raise ToolstackError(
                 "SR_BACKEND_FAILURE", f"{sr_type}: sr_get_driver_info returned no capabilities"

@@ -146,7 +146,7 @@ def default_driver_dir() -> str:
 
 
 @record
-class Call:
+class Request:
     """One SMAPIv1 request; optional keys are sent only when set, as xapi does."""
 
     command: str
@@ -190,7 +190,7 @@ class Call:
         return params
 
 
-def method_call_xml(call: Call, host_ref: str, session_ref: Optional[str]) -> str:
+def method_call_xml(call: Request, host_ref: str, session_ref: Optional[str]) -> str:
     return xmlrpc.client.dumps((call.struct(host_ref, session_ref),), methodname=call.command)
 
 
@@ -243,7 +243,7 @@ class Runner:
         env["PATH"] = here + os.pathsep + env.get("PATH", "")
         return env
 
-    def call(self, sr_type: str, call: Call) -> Any:
+    def call(self, sr_type: str, call: Request) -> Any:
         """Run one command; the decoded result, or DriverFault / DriverMissing / ..."""
         if not config.trace():
             return self._call(sr_type, call)
@@ -260,7 +260,7 @@ class Runner:
             target = call.vdi_uuid or call.sr_uuid or "-"
             sys.stderr.write(f"smctl: {sr_type} {call.command} {target} {ms:.0f} ms {outcome}\n")
 
-    def _call(self, sr_type: str, call: Call) -> Any:
+    def _call(self, sr_type: str, call: Request) -> Any:
         path = driver_path(self.driver_dir, sr_type)
         if not os.path.exists(path):
             raise DriverMissing(path, f"not found (no driver for SR type {sr_type!r})")

@@ -44,8 +44,9 @@ DEFAULTS: dict = {
 }
 
 
-class VDIRecord:
-    """One VDI (leaf or base) of the SR; attributes are the DEFAULTS keys."""
+class VolumeRecord:
+    """One volume of the SR, a VDI or a hidden base (the toolstack's own VDI
+    record is toolstack.db.VDIRecord); attributes are the DEFAULTS keys."""
 
     __slots__ = tuple(DEFAULTS)
 
@@ -60,20 +61,20 @@ class VDIRecord:
         return {name: getattr(self, name) for name in DEFAULTS}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "VDIRecord":
+    def from_dict(cls, d: dict) -> "VolumeRecord":
         return cls(**{k: v for k, v in d.items() if k in DEFAULTS})
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, VDIRecord) and self.to_dict() == other.to_dict()
+        return isinstance(other, VolumeRecord) and self.to_dict() == other.to_dict()
 
     def __repr__(self) -> str:
-        return f"VDIRecord({self.to_dict()!r})"
+        return f"VolumeRecord({self.to_dict()!r})"
 
 
 _FIELDS = list(DEFAULTS)
 
 
-def _attr(rec: VDIRecord, name: str) -> str:
+def _attr(rec: VolumeRecord, name: str) -> str:
     value = getattr(rec, name)
     if name in _BOOLS:
         return "1" if value else "0"
@@ -91,9 +92,9 @@ def _value(name: str, text: str):
 class Metadata:
     """The SR's VDI records by uuid."""
 
-    def __init__(self, sr_uuid: str = "", vdis: "Optional[dict[str, VDIRecord]]" = None) -> None:
+    def __init__(self, sr_uuid: str = "", vdis: "Optional[dict[str, VolumeRecord]]" = None) -> None:
         self.sr_uuid = sr_uuid
-        self.vdis: dict[str, VDIRecord] = vdis if vdis is not None else {}
+        self.vdis: dict[str, VolumeRecord] = vdis if vdis is not None else {}
 
     @classmethod
     def parse(cls, data: Optional[bytes]) -> "Metadata":
@@ -104,7 +105,7 @@ class Metadata:
             root = ET.fromstring(data)
             vdis = {}
             for el in root.iter("vdi"):
-                rec = VDIRecord(
+                rec = VolumeRecord(
                     **{n: _value(n, el.get(n)) for n in _FIELDS if el.get(n) is not None}
                 )
                 vdis[rec.uuid] = rec
@@ -144,5 +145,5 @@ class Metadata:
             uuid = self.vdis[uuid].parent
         return n
 
-    def visible(self) -> "list[VDIRecord]":
+    def visible(self) -> "list[VolumeRecord]":
         return [r for r in self.vdis.values() if not r.hidden]

@@ -22,12 +22,11 @@ from smlib.faults import mutation_point
 from smlib.protocol.errors import SRError
 from smlib.stores.base import Store
 from smlib.tree.journal import Handler, Journal, Record
-from smlib.tree.metadata import Metadata, VDIRecord
+from smlib.tree.metadata import Metadata, VolumeRecord
 
 if TYPE_CHECKING:
     from smlib.vhd import Image
 
-BLOCK = 2 << 20  # VHD block size: virtual sizes round up to it
 NEW = "new"  # suffix of a revert's new target volume before the swap
 BASE_LABEL = "base copy"  # what sm calls a hidden base
 
@@ -36,34 +35,32 @@ def err(name: str, opterr: Optional[str] = None) -> SRError:
     return SRError.from_name(name, opterr)
 
 
-def round_size(size: int) -> int:
-    return -(-size // BLOCK) * BLOCK
+def image_error(exc: Exception, code: str = "VDIUnavailable", volume: str = "",
+                path_free: bool = False) -> SRError:
+    """The SR error for an image the VHD library refused (VHDError) or could
+    not reach (OSError): a storage error, not a crash (1200). The one place
+    a VHDError becomes an SRError (TreeSR and the tree call it).
+    ``path_free``: the library's message without the image's path (``what``),
+    where that path is an internal one (a temporary volume)."""
+    text = getattr(exc, "what", str(exc)) if path_free else str(exc)
+    return err(code, f"{volume}: {text}" if volume else text)
 
 
-def empty_overhead(virtual_size: int) -> int:
-    """Bytes an empty image of that size needs: header, BAT, batmap, locators."""
-    blocks = round_size(virtual_size) // BLOCK
-    return 64 * 1024 + 4 * blocks + blocks // 8
+# Room the bookkeeping of a change needs besides its new volumes: the
+# journal record and the metadata rewritten beside the old copy.
+BOOKKEEPING = 56 * 1024
 
 
-# Bytes an image with at least one allocated block must hold besides its
-# BAT: footer copy and header (1536), one block, its sector bitmap, footer.
-_ONE_BLOCK_FLOOR = 1536 + BLOCK + 512 + 512
+def volume_cost(virtual_size: int) -> int:
+    """Free bytes a new empty volume of that size takes, its bookkeeping included."""
+    from smlib.vhd import geometry  # deferred: commands that open no image skip smlib.vhd
+
+    return geometry.empty_size(virtual_size) + BOOKKEEPING
 
 
-def is_empty(img: "Image") -> bool:
-    """True when the image has no allocated block. Answered from the image's
-    size when no block can fit (no 4 MiB BAT read for an empty 2 TiB
-    snapshot); otherwise from the BAT."""
-    bat_bytes = 4 * (-(-img.virtual_size // BLOCK))
-    if img.physical_size < _ONE_BLOCK_FLOOR + bat_bytes:
-        return True
-    return img.is_empty()
-
-
-def base_record(base: str, rec: VDIRecord) -> VDIRecord:
+def base_record(base: str, rec: VolumeRecord) -> VolumeRecord:
     """The metadata record of a hidden base made from ``rec``."""
-    return VDIRecord(uuid=base, parent=rec.parent, hidden=True, read_only=True,
+    return VolumeRecord(uuid=base, parent=rec.parent, hidden=True, read_only=True,
                      virtual_size=rec.virtual_size, name_label=BASE_LABEL, type=rec.type)
 
 
@@ -102,8 +99,7 @@ class Steps:
             img = vhd.open_image(self.store.activate(name), writable,
                                  resolver=self.store.resolver)
         except (vhd.VHDError, OSError) as e:
-            # A damaged or missing image is an SR error, not a crash (1200).
-            raise err("VDIUnavailable", f"{name}: {e}") from None
+            raise image_error(e, volume=name) from None
         try:
             yield img
         finally:
@@ -133,14 +129,14 @@ class Steps:
     # ------------------------------------------------------------ create
 
     def create_fwd(self, r: Record) -> None:
-        rec = VDIRecord.from_dict(r["record"])
+        rec = VolumeRecord.from_dict(r["record"])
         if self.store.exists(rec.uuid):  # else the crash came first: nothing to undo
             self.meta.vdis[rec.uuid] = rec
             self.save()
 
     # ------------------------------------------------- snapshot / clone
 
-    def split(self, leaf: str, base: str, base_rec: VDIRecord) -> None:
+    def split(self, leaf: str, base: str, base_rec: VolumeRecord) -> None:
         """Turn leaf's volume into ``base`` and give ``leaf`` an empty child
         of it (the same contents under the same name). Idempotent."""
         if not self.store.exists(base):
@@ -151,7 +147,7 @@ class Steps:
                 if not img.hidden:
                     mutation_point("split.hide-base")
                     img.set_hidden(True)
-                base_rec.empty = is_empty(img)  # fixed now: a base never changes
+                base_rec.empty = img.is_empty()  # fixed now: a base never changes
         self.fit(base, inflate=False)
         if not self.store.exists(leaf):
             mutation_point("split.create-leaf")
@@ -164,10 +160,10 @@ class Steps:
 
     def snapshot_fwd(self, r: Record) -> None:
         base = r["base"]
-        self.split(r["leaf"], base, VDIRecord.from_dict(r["base_record"]))
+        self.split(r["leaf"], base, VolumeRecord.from_dict(r["base_record"]))
         new = r.get("new_record")
         if new:
-            snap = VDIRecord.from_dict(new)
+            snap = VolumeRecord.from_dict(new)
             if not self.store.exists(snap.uuid):
                 mutation_point("snapshot.create-snapshot")
                 self.store.create_child(snap.uuid, base)
@@ -185,7 +181,7 @@ class Steps:
         target, base, parent = r["target"], r["base"], r["parent"]
         tmp = f"{target}.{NEW}"
         if base:
-            self.split(r["snap"], base, VDIRecord.from_dict(r["base_record"]))
+            self.split(r["snap"], base, VolumeRecord.from_dict(r["base_record"]))
         if fresh:
             mutation_point("revert.create-new")
             if parent:
@@ -228,7 +224,7 @@ class Steps:
             if not img.hidden:
                 mutation_point("hide.set-hidden")
                 img.set_hidden(True)
-            empty = is_empty(img)
+            empty = img.is_empty()
         rec = self.meta.vdis[uuid]
         self.meta.vdis[uuid] = base_record(uuid, rec)
         self.meta.vdis[uuid].empty = empty

@@ -15,7 +15,6 @@ crash-injection tests.
 The caller holds the SR lock and calls ``replay()`` first.
 """
 
-import time
 from typing import Optional
 
 from smlib.faults import mutation_point
@@ -23,32 +22,16 @@ from smlib.protocol.errors import SRError
 from smlib.stores.base import Store, is_uuid, split_transient
 from smlib.tree.gc import GC
 from smlib.tree.journal import Handler
-from smlib.tree.metadata import VDIRecord
-from smlib.tree.steps import (
-    BASE_LABEL,
-    BLOCK,
-    Steps,
-    base_record,
-    empty_overhead,
-    err,
-    is_empty,
-    round_size,
-)
+from smlib.tree.metadata import VolumeRecord
+from smlib.tree.steps import BASE_LABEL, Steps, base_record, err, image_error, volume_cost
 from smlib.uuids import uuid4
+from smlib.xapi.dates import now_stamp
 
 MAX_DEPTH = 30
-# = smlib.vhd.image.MAX_VIRTUAL_SIZE (blktap's limit), not imported: the vhd
-# package stays off the start-up path of commands that never open an image.
-MAX_VIRTUAL_SIZE = 2 << 40
 
 
 def new_uuid() -> str:
     return uuid4()
-
-
-def now_stamp() -> str:
-    """xapi's DateTime text, e.g. 20261129T14:23:31Z."""
-    return time.strftime("%Y%m%dT%H:%M:%SZ", time.gmtime())
 
 
 class Tree(Steps):
@@ -71,7 +54,7 @@ class Tree(Steps):
 
     # ------------------------------------------------------------ lookup
 
-    def lookup(self, uuid: object, what: str) -> VDIRecord:
+    def lookup(self, uuid: object, what: str) -> VolumeRecord:
         """The record of a VDI named by the caller; VDIMissing otherwise.
         Anything that is not a canonical uuid (e.g. '../../etc/passwd') is
         unknown: it never reaches the store as a name."""
@@ -82,17 +65,17 @@ class Tree(Steps):
             raise err("VDIMissing", f"{what} {uuid} not in this SR")
         return rec
 
-    def visible(self, uuid: object, what: str) -> VDIRecord:
+    def visible(self, uuid: object, what: str) -> VolumeRecord:
         rec = self.lookup(uuid, what)
         if rec.hidden:
             raise err("VDIUnavailable", f"{what} {rec.uuid} is a hidden base")
         return rec
 
-    def not_in_use(self, rec: VDIRecord, what: str) -> None:
+    def not_in_use(self, rec: VolumeRecord, what: str) -> None:
         if rec.attached or rec.active:
             raise err("VDIInUse", f"{what} {rec.uuid} is attached or active")
 
-    def writable(self, rec: VDIRecord, what: str) -> None:
+    def writable(self, rec: VolumeRecord, what: str) -> None:
         """Refuse to change the contents of a VDI that children read."""
         if self.meta.children(rec.uuid):
             raise err("VDIUnavailable", f"{what} {rec.uuid} has children: it is read-only")
@@ -119,8 +102,10 @@ class Tree(Steps):
 
     # ------------------------------------------------------------ create
 
-    def create(self, virtual_size: int, fields: dict, uuid: Optional[str] = None) -> VDIRecord:
+    def create(self, virtual_size: int, fields: dict, uuid: Optional[str] = None) -> VolumeRecord:
         """A new empty VDI; ``uuid`` when the caller chose it (xapi's backup VDIs)."""
+        from smlib.vhd import geometry
+
         if uuid is not None:
             if not is_uuid(uuid):
                 raise err("BadRequest", f"vdi_uuid {uuid!r} is not a uuid")
@@ -128,13 +113,13 @@ class Tree(Steps):
                 raise err("VDIExists", uuid)
         if virtual_size <= 0:
             raise err("VDISize", f"virtual size {virtual_size} must be positive")
-        size = round_size(virtual_size)
-        if size > MAX_VIRTUAL_SIZE:  # refused before anything is journalled or made
+        size = geometry.round_size(virtual_size)
+        if size > geometry.MAX_VIRTUAL_SIZE:  # refused before anything is journalled or made
             raise err("VDISize", f"virtual size {virtual_size} is larger than a VHD can be"
-                                 f" ({MAX_VIRTUAL_SIZE} bytes, 2 TiB)")
-        self.ensure_space(empty_overhead(size))
+                                 f" ({geometry.MAX_VIRTUAL_SIZE} bytes, 2 TiB)")
+        self.ensure_space(volume_cost(size))
         uuid = uuid or new_uuid()
-        rec = VDIRecord(uuid=uuid, virtual_size=size, **fields)
+        rec = VolumeRecord(uuid=uuid, virtual_size=size, **fields)
         self.journal.begin(uuid, {"op": "create", "record": rec.to_dict()})
         mutation_point("create.create-volume")
         try:
@@ -142,15 +127,15 @@ class Tree(Steps):
         except Exception as e:
             if isinstance(e, SRError):
                 raise
-            # .what: the library's message without the internal (temporary) path
-            raise err("VDICreate", getattr(e, "what", str(e))) from e
+            # The library's message without the internal (temporary) path.
+            raise image_error(e, "VDICreate", path_free=True) from e
         self.create_fwd({"record": rec.to_dict()})
         self.journal.end(uuid)
         return self.meta.vdis[uuid]
 
     # ------------------------------------------------- snapshot / clone
 
-    def snapshot(self, leaf: str, kind: str) -> VDIRecord:
+    def snapshot(self, leaf: str, kind: str) -> VolumeRecord:
         """kind: "double" (default snapshot), "single" (the base is the
         snapshot) or "clone". Returns the new VDI's record."""
         rec = self.visible(leaf, "VDI")
@@ -165,14 +150,14 @@ class Tree(Steps):
             # VDI is simply one more child of it.
             return self._child_of_frozen(rec, new_fields)
         self.check_depth(self.meta.depth(leaf) + 1)
-        self.ensure_space(2 * empty_overhead(rec.virtual_size))
+        self.ensure_space(2 * volume_cost(rec.virtual_size))
         base = new_uuid()
         if kind == "single":
-            base_rec = VDIRecord(uuid=base, parent=rec.parent, read_only=True, **new_fields)
+            base_rec = VolumeRecord(uuid=base, parent=rec.parent, read_only=True, **new_fields)
             snap = None
         else:
             base_rec = base_record(base, rec)
-            snap = VDIRecord(uuid=new_uuid(), parent=base, read_only=rec.read_only,
+            snap = VolumeRecord(uuid=new_uuid(), parent=base, read_only=rec.read_only,
                              **new_fields)
         r = {"op": "snapshot", "leaf": leaf, "base": base, "base_record": base_rec.to_dict(),
              "new_record": snap.to_dict() if snap else None}
@@ -182,10 +167,10 @@ class Tree(Steps):
         self.gc.collect()  # the new base may add nothing (an unwritten disk)
         return self.meta.vdis[snap.uuid if snap else base]
 
-    def _child_of_frozen(self, rec: VDIRecord, fields: dict) -> VDIRecord:
+    def _child_of_frozen(self, rec: VolumeRecord, fields: dict) -> VolumeRecord:
         self.check_depth(self.meta.depth(rec.uuid) + 1)
-        self.ensure_space(empty_overhead(rec.virtual_size))
-        child = VDIRecord(uuid=new_uuid(), parent=rec.uuid, **fields)
+        self.ensure_space(volume_cost(rec.virtual_size))
+        child = VolumeRecord(uuid=new_uuid(), parent=rec.uuid, **fields)
         self.journal.begin(child.uuid, {"op": "create", "record": child.to_dict()})
         mutation_point("clone-frozen.create-child")
         self.store.create_child(child.uuid, rec.uuid)
@@ -204,7 +189,7 @@ class Tree(Steps):
         self.not_in_use(t, "target")
         self.writable(t, "target")
         with self.open(snap) as img:
-            s_empty = is_empty(img)
+            s_empty = img.is_empty()
             s_size = img.virtual_size
             s_parent = self.parent_of(img)
         base = None
@@ -219,7 +204,7 @@ class Tree(Steps):
         self.check_depth(depth)
         if base is None and self._already(target, parent, s_size):
             return  # a repeated revert: same state, touch nothing
-        self.ensure_space((2 if base else 1) * empty_overhead(s_size))
+        self.ensure_space((2 if base else 1) * volume_cost(s_size))
         r = {"op": "revert", "target": target, "snap": snap, "base": base, "parent": parent,
              "size": s_size,
              "base_record": base_record(base, s).to_dict() if base else None}
@@ -232,7 +217,7 @@ class Tree(Steps):
         if self.meta.vdis[target].parent != parent:
             return False
         with self.open(target) as img:
-            return is_empty(img) and img.virtual_size == size and self.parent_of(img) == parent
+            return img.is_empty() and img.virtual_size == size and self.parent_of(img) == parent
 
     # ------------------------------------------------------------ delete
 
@@ -250,18 +235,20 @@ class Tree(Steps):
 
     # ------------------------------------------------------------ resize
 
-    def resize(self, uuid: str, new_size: int) -> VDIRecord:
+    def resize(self, uuid: str, new_size: int) -> VolumeRecord:
+        from smlib.vhd import geometry
+
         rec = self.visible(uuid, "VDI")
         self.writable(rec, "VDI")
-        size = round_size(new_size)
+        size = geometry.round_size(new_size)
         if new_size <= 0 or size < rec.virtual_size:
             raise err("VDISize", f"cannot shrink {uuid} from {rec.virtual_size} to {new_size}")
-        if size > MAX_VIRTUAL_SIZE:
+        if size > geometry.MAX_VIRTUAL_SIZE:
             raise err("VDISize", f"virtual size {new_size} is larger than a VHD can be"
-                                 f" ({MAX_VIRTUAL_SIZE} bytes, 2 TiB)")
+                                 f" ({geometry.MAX_VIRTUAL_SIZE} bytes, 2 TiB)")
         if size == rec.virtual_size:
             return rec
-        self.ensure_space(4 * (size // BLOCK - rec.virtual_size // BLOCK) + 4096)
+        self.ensure_space(geometry.resize_cost(rec.virtual_size, size))
         r = {"op": "resize", "uuid": uuid, "size": size}
         self.journal.begin(uuid, r)
         if self.store.SIZED_CONTAINERS:
@@ -300,7 +287,7 @@ class Tree(Steps):
             rec.active = active
             self.save()
 
-    def introduce(self, uuid: str, location: str, fields: dict) -> VDIRecord:
+    def introduce(self, uuid: str, location: str, fields: dict) -> VolumeRecord:
         """Record the volume at ``location``, unknown to the metadata, as VDI
         ``uuid``. A volume is named by its VDI's uuid here, so a different
         uuid renames it (one atomic rename: a crash leaves either name, and
@@ -320,17 +307,17 @@ class Tree(Steps):
                 raise err("VDIInUse", f"{location} is a parent: it keeps its uuid")
             mutation_point("introduce.rename")
             self.store.rename(location, uuid)
-        rec = self._record_from_image(uuid, VDIRecord(uuid=uuid, **fields))
+        rec = self._record_from_image(uuid, VolumeRecord(uuid=uuid, **fields))
         self.meta.vdis[uuid] = rec
         self.save()
         return rec
 
-    def _record_from_image(self, uuid: str, rec: VDIRecord) -> VDIRecord:
+    def _record_from_image(self, uuid: str, rec: VolumeRecord) -> VolumeRecord:
         with self.open(uuid) as img:
             rec.parent = self.parent_of(img)
             rec.hidden = img.hidden
             rec.virtual_size = img.virtual_size
-            rec.empty = rec.hidden and is_empty(img)
+            rec.empty = rec.hidden and img.is_empty()
         if rec.hidden:
             rec.name_label = rec.name_label or BASE_LABEL
             rec.read_only = True
@@ -350,7 +337,7 @@ class Tree(Steps):
             rec = self.meta.vdis.get(uuid)
             if rec is not None and rec.attached:
                 continue  # a guest may be writing it: its record stands
-            self.meta.vdis[uuid] = self._record_from_image(uuid, rec or VDIRecord(uuid=uuid))
+            self.meta.vdis[uuid] = self._record_from_image(uuid, rec or VolumeRecord(uuid=uuid))
         if self.meta.serialise() != before:
             self.save()
         self.gc.collect()

@@ -36,7 +36,7 @@ def coalesce(child_path: str, *, resolver: Optional[Resolver] = None) -> None:
                 parent.resize(child.virtual_size)
             buf = bytearray(child.block_size)     # reused: no page faults per block
             for block in child.allocated_blocks():
-                for s0, s1, present in child._own_runs(block, 0, child.spb):
+                for s0, s1, present in child.own_runs(block, 0, child.spb):
                     if present:
                         parent.write_own(block, s0, s1, child.read_own_into(block, s0, s1, buf))
 

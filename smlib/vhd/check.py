@@ -4,27 +4,28 @@ import os
 from typing import Optional, Set
 
 from . import format as fmt
+from . import geometry as geo
 from .errors import VHDError
 from .image import Image, Resolver
 
 
 def _check_one(img: Image) -> None:
     path = img.path
-    copy = img._try_footer(0)
+    copy = img.read_footer(0)
     if copy is None:
-        fmt.Footer.unpack(img._raw.read_at(0, fmt.FOOTER_SIZE), path, 0)
+        fmt.Footer.unpack(img.read_raw(0, fmt.FOOTER_SIZE), path, 0)
     if not img.trailing_ok:
         raise VHDError(path, img.footer_pos, "trailing footer missing or damaged")
-    trailing = img._raw.read_at(img.footer_pos, fmt.FOOTER_SIZE)
-    if trailing != img._raw.read_at(0, fmt.FOOTER_SIZE):
+    trailing = img.read_raw(img.footer_pos, fmt.FOOTER_SIZE)
+    if trailing != img.read_raw(0, fmt.FOOTER_SIZE):
         raise VHDError(path, img.footer_pos, "footer copies differ")
-    if img._raw.regular and img._raw.size() != img.footer_pos + fmt.FOOTER_SIZE:
+    if img.in_regular_file and img.file_size() != img.footer_pos + fmt.FOOTER_SIZE:
         raise VHDError(path, img.footer_pos, "file does not end with the footer")
     h = img.header
     # Every structure's byte range, labelled; no two may overlap.
     extents = [(0, fmt.FOOTER_SIZE, "footer copy"),
                (img.header_offset, fmt.HEADER_SIZE, "header"),
-               (h.table_offset, fmt.bat_bytes(h.max_bat), "BAT"),
+               (h.table_offset, geo.bat_bytes(h.max_bat), "BAT"),
                (img.footer_pos, fmt.FOOTER_SIZE, "trailing footer")]
     if img.batmap_header is not None:
         extents.append((img.batmap_header_offset, fmt.SECTOR, "batmap header"))
@@ -47,13 +48,13 @@ def _check_one(img: Image) -> None:
             reach, last = start + length, name
     if img.batmap_header is not None:
         bh = img.batmap_header
-        if bh.checksum != fmt.bytes_checksum(img._batmap or b""):
+        if bh.checksum != fmt.bytes_checksum(img.batmap or b""):
             raise VHDError(path, img.batmap_header_offset, "bad batmap checksum")
     for block in blocks:
         # Read the on-disk bitmap itself, not the batmap shortcut.
-        raw = img._raw.read_at(img.bat[block] * fmt.SECTOR, img.bitmap_bytes)
+        raw = img.read_raw(img.bat[block] * fmt.SECTOR, img.bitmap_bytes)
         bits = int.from_bytes(raw, "big") >> (img.bitmap_bytes * 8 - img.spb)
-        if img.batmap_bit(block) and bits != img._full:
+        if img.batmap_bit(block) and bits != img.full_bitmap:
             raise VHDError(path, img.bat[block] * fmt.SECTOR,
                            f"batmap marks block {block} full but its bitmap is not")
     if img.disk_type == fmt.DISK_DIFF:

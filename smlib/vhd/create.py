@@ -7,27 +7,13 @@ from typing import Optional
 from smlib.uuids import random_bytes
 
 from . import format as fmt
+from . import geometry as geo
 from .errors import VHDError
-from .image import Image, Resolver, check_size, open_image, round_size
+from .geometry import round_size
+from .image import Image, Resolver, open_image
 from .locators import parent_fields, relative_locator
 from .rawio import RawFile
-
-
-def _metadata_end(max_bat: int, with_locators: bool) -> int:
-    end = fmt.TABLE_OFFSET + fmt.bat_bytes(max_bat) + fmt.SECTOR + fmt.batmap_bytes(max_bat)
-    if with_locators:
-        end += len(fmt.SNAPSHOT_LOCATORS) * fmt.LOCATOR_SPACE
-    return end
-
-
-def required_size(virtual_size: int) -> int:
-    """Container bytes for a fully allocated image of that size (with locators)."""
-    blocks = round_size(virtual_size) // fmt.BLOCK_SIZE
-    meta = fmt.round_up(_metadata_end(blocks, True) + fmt.SECTOR, fmt.DATA_ALIGN)
-    # Twice the metadata: resize() writes a grown BAT after the data and
-    # leaves the old one (never larger than the new) unused.
-    return 2 * meta + blocks * (fmt.BLOCK_SIZE + fmt.DATA_ALIGN) + fmt.FOOTER_SIZE
-
+from .writer import check_size
 
 _UNALLOCATED_RUN = 1 << 20      # bytes of 0xFF written per BAT write
 _unallocated: "Optional[memoryview]" = None
@@ -53,10 +39,10 @@ def _new_image(path: str, size: int, max_bat: int, hidden: bool,
     footer = fmt.Footer(disk_type=fmt.DISK_DIFF if parent else fmt.DISK_DYNAMIC,
                         current_size=size, original_size=size,
                         uuid=random_bytes(), timestamp=fmt.vhd_time(time.time()),
-                        hidden=int(hidden), geometry=fmt.geometry(size))
+                        hidden=int(hidden), geometry=geo.chs(size))
     header = fmt.Header(max_bat=max_bat)
-    batmap_hdr_at = fmt.TABLE_OFFSET + fmt.bat_bytes(max_bat)
-    batmap_size = fmt.batmap_bytes(max_bat)
+    batmap_hdr_at = fmt.TABLE_OFFSET + geo.bat_bytes(max_bat)
+    batmap_size = geo.batmap_bytes(max_bat)
     # An all-zero batmap sums to 0: its checksum is ~0.
     batmap_hdr = fmt.BatmapHeader(offset=batmap_hdr_at + fmt.SECTOR,
                                   size=batmap_size // fmt.SECTOR, checksum=0xFFFFFFFF)

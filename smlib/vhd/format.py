@@ -1,22 +1,23 @@
 """VHD on-disk structures (blktap dialect): constants, pack and unpack.
 
-Every integer is big-endian. Field offsets are named so the layout can be
-read against the specification; nothing here does I/O. The structures are
+Every integer is big-endian. Each record (footer, dynamic header, parent
+locator entry, batmap header) is one ``struct.Struct`` built from its
+fields' named offsets in order, so the layout is the declaration (as in
+blktap's ``struct hd_ftr``): ``_record`` checks every offset against the
+position the fields before it give, and the size of the whole. Nothing
+here does I/O; sizes and rounding live in geometry.py. The structures are
 plain classes with ``__slots__``: ``dataclasses`` costs every driver call
 about 5 ms of import (it pulls in ``inspect``).
 """
 
 import struct
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from smlib.uuids import text as uuid_text
 
 from .errors import VHDError
+from .geometry import BLOCK_SIZE, FOOTER_SIZE, HEADER_OFFSET, HEADER_SIZE, SECTOR, TABLE_OFFSET
 
-SECTOR = 512
-BLOCK_SIZE = 2 * 1024 * 1024          # blktap always writes 2 MiB blocks
-SECTORS_PER_BLOCK = BLOCK_SIZE // SECTOR
-DATA_ALIGN = 4096                     # block data starts 4 KiB-aligned
 VHD_EPOCH = 946684800                 # 2000-01-01T00:00:00Z in Unix time
 UNALLOCATED = 0xFFFFFFFF
 
@@ -24,8 +25,23 @@ DISK_FIXED = 2
 DISK_DYNAMIC = 3
 DISK_DIFF = 4
 
+
+def _record(name: str, size: int, *fields: "Tuple[int, str]") -> struct.Struct:
+    """The Struct of a record given as (offset, format code) pairs in order."""
+    codes = ">"
+    for offset, code in fields:
+        at = struct.calcsize(codes)
+        if offset != at:
+            raise AssertionError(f"{name}: a field is declared at {offset}, follows at {at}")
+        codes += code
+    if struct.calcsize(codes) != size:
+        raise AssertionError(f"{name}: {struct.calcsize(codes)} bytes, not {size}")
+    return struct.Struct(codes)
+
+
+_CHECKSUM = struct.Struct(">I")       # the checksum field, rewritten once the rest is packed
+
 # ---- footer (512 bytes, at offset 0 and at the end of data) ----
-FOOTER_SIZE = 512
 FOOTER_COOKIE = b"conectix"
 FOOTER_FEATURES = 2
 FOOTER_VERSION = 0x00010000
@@ -42,17 +58,40 @@ F_CREATOR_VERSION = 32
 F_CREATOR_OS = 36
 F_ORIG_SIZE = 40
 F_CURR_SIZE = 48
-F_GEOMETRY = 56
+F_GEOMETRY = 56                       # cylinders (16 bits), heads, sectors per track
+F_HEADS = 58
+F_SECTORS_PER_TRACK = 59
 F_DISK_TYPE = 60
 F_CHECKSUM = 64
 F_UUID = 68
 F_SAVED_STATE = 84
 F_HIDDEN = 85                         # blktap's own field
+F_RESERVED = 86
+FOOTER = _record(
+    "footer", FOOTER_SIZE,
+    (F_COOKIE, "8s"), (F_FEATURES, "I"), (F_VERSION, "I"), (F_DATA_OFFSET, "Q"),
+    (F_TIMESTAMP, "I"), (F_CREATOR_APP, "4s"), (F_CREATOR_VERSION, "I"), (F_CREATOR_OS, "I"),
+    (F_ORIG_SIZE, "Q"), (F_CURR_SIZE, "Q"), (F_GEOMETRY, "H"), (F_HEADS, "B"),
+    (F_SECTORS_PER_TRACK, "B"), (F_DISK_TYPE, "I"), (F_CHECKSUM, "I"), (F_UUID, "16s"),
+    (F_SAVED_STATE, "B"), (F_HIDDEN, "B"), (F_RESERVED, "426s"))
+
+# ---- parent locator entry (24 bytes; eight in the header) ----
+L_CODE = 0
+L_SPACE = 4
+L_LENGTH = 8
+L_RESERVED = 12
+L_OFFSET = 16
+LOCATOR_SIZE = 24
+LOCATOR = _record("parent locator", LOCATOR_SIZE, (L_CODE, "I"), (L_SPACE, "I"),
+                  (L_LENGTH, "I"), (L_RESERVED, "I"), (L_OFFSET, "Q"))
+LOCATOR_COUNT = 8
+PLAT_NONE = 0
+PLAT_MACX = 0x4D616358                # "MacX": file:// URL, UTF-8
+PLAT_W2KU = 0x57326B75                # "W2ku": absolute-or-relative, UTF-16LE
+PLAT_W2RU = 0x57327275                # "W2ru": relative, UTF-16LE
+SNAPSHOT_LOCATORS = (PLAT_MACX, PLAT_W2KU, PLAT_W2RU)
 
 # ---- dynamic header (1024 bytes at footer.data_offset) ----
-HEADER_OFFSET = 512
-HEADER_SIZE = 1024
-TABLE_OFFSET = HEADER_OFFSET + HEADER_SIZE
 HEADER_COOKIE = b"cxsparse"
 HEADER_VERSION = 0x00010000
 H_COOKIE = 0
@@ -64,25 +103,19 @@ H_BLOCK_SIZE = 32
 H_CHECKSUM = 36
 H_PARENT_UUID = 40
 H_PARENT_TIMESTAMP = 56
+H_RESERVED = 60
 H_PARENT_NAME = 64
 PARENT_NAME_SIZE = 512
 H_LOCATORS = 576
-LOCATOR_COUNT = 8
-LOCATOR_SIZE = 24
+H_RESERVED2 = 768
+HEADER = _record(
+    "header", HEADER_SIZE,
+    (H_COOKIE, "8s"), (H_DATA_OFFSET, "Q"), (H_TABLE_OFFSET, "Q"), (H_VERSION, "I"),
+    (H_MAX_BAT, "I"), (H_BLOCK_SIZE, "I"), (H_CHECKSUM, "I"), (H_PARENT_UUID, "16s"),
+    (H_PARENT_TIMESTAMP, "I"), (H_RESERVED, "I"), (H_PARENT_NAME, f"{PARENT_NAME_SIZE}s"),
+    (H_LOCATORS, f"{LOCATOR_COUNT * LOCATOR_SIZE}s"), (H_RESERVED2, "256s"))
 
-# ---- parent locator entry (24 bytes) ----
-L_CODE = 0
-L_SPACE = 4
-L_LENGTH = 8
-L_OFFSET = 16
-PLAT_NONE = 0
-PLAT_MACX = 0x4D616358                # "MacX": file:// URL, UTF-8
-PLAT_W2KU = 0x57326B75                # "W2ku": absolute-or-relative, UTF-16LE
-PLAT_W2RU = 0x57327275                # "W2ru": relative, UTF-16LE
-LOCATOR_SPACE = SECTOR                # blktap: one sector each, space in bytes
-SNAPSHOT_LOCATORS = (PLAT_MACX, PLAT_W2KU, PLAT_W2RU)
-
-# ---- blktap batmap header (512 bytes right after the BAT) ----
+# ---- blktap batmap header (a sector right after the BAT) ----
 BATMAP_COOKIE = b"tdbatmap"
 BATMAP_VERSION = 0x00010002
 B_COOKIE = 0
@@ -90,6 +123,10 @@ B_OFFSET = 8
 B_SIZE = 16                           # in sectors
 B_VERSION = 20
 B_CHECKSUM = 24
+B_RESERVED = 28
+BATMAP_HEADER = _record("batmap header", SECTOR, (B_COOKIE, "8s"), (B_OFFSET, "Q"),
+                        (B_SIZE, "I"), (B_VERSION, "I"), (B_CHECKSUM, "I"),
+                        (B_RESERVED, "484s"))
 BATMAP_MIN_CREATOR = 0x00010002       # tap >= 1.2 writes a batmap
 
 
@@ -109,6 +146,14 @@ def bytes_checksum(buf: bytes) -> int:
     return (~sum(buf.translate(None, b"\0"))) & 0xFFFFFFFF
 
 
+def _sealed(record: struct.Struct, csum_at: int, *values) -> "Tuple[bytes, int]":
+    """The packed record with its checksum filled in, and that checksum."""
+    buf = bytearray(record.pack(*values))
+    value = checksum(buf, csum_at)
+    _CHECKSUM.pack_into(buf, csum_at, value)
+    return bytes(buf), value
+
+
 def _verified(buf: bytes, size: int, cookie: bytes, csum_at: int, what: str, path: str,
               offset: int) -> int:
     """The stored checksum of a structure whose size, cookie and checksum are right."""
@@ -116,34 +161,10 @@ def _verified(buf: bytes, size: int, cookie: bytes, csum_at: int, what: str, pat
         raise VHDError(path, offset, f"{what} truncated")
     if buf[:len(cookie)] != cookie:
         raise VHDError(path, offset, f"bad {what} cookie")
-    stored = struct.unpack_from(">I", buf, csum_at)[0]
+    (stored,) = _CHECKSUM.unpack_from(buf, csum_at)
     if stored != checksum(buf, csum_at):
         raise VHDError(path, offset, f"bad {what} checksum")
     return stored
-
-
-def round_up(value: int, unit: int) -> int:
-    return -(-value // unit) * unit
-
-
-def geometry(size: int) -> tuple:
-    """CHS geometry by the Microsoft VHD algorithm (rounding down)."""
-    total = size // SECTOR
-    total = min(total, 65535 * 16 * 255)
-    if total >= 65535 * 16 * 63:
-        spt, heads = 255, 16
-        cth = total // spt
-    else:
-        spt = 17
-        cth = total // spt
-        heads = max((cth + 1023) // 1024, 4)
-        if cth >= heads * 1024 or heads > 16:
-            spt, heads = 31, 16
-            cth = total // spt
-        if cth >= heads * 1024:
-            spt, heads = 63, 16
-            cth = total // spt
-    return cth // heads, heads, spt
 
 
 def vhd_time(unix_time: float) -> int:
@@ -179,35 +200,23 @@ class Footer:
         self.checksum = checksum
 
     def pack(self) -> bytes:
-        buf = bytearray(FOOTER_SIZE)
-        buf[F_COOKIE:F_COOKIE + 8] = FOOTER_COOKIE
-        struct.pack_into(">II", buf, F_FEATURES, self.features, self.version)
-        struct.pack_into(">QI", buf, F_DATA_OFFSET, self.data_offset, self.timestamp)
-        buf[F_CREATOR_APP:F_CREATOR_APP + 4] = self.creator_app
-        struct.pack_into(">II", buf, F_CREATOR_VERSION, self.creator_version, self.creator_os)
-        struct.pack_into(">QQ", buf, F_ORIG_SIZE, self.original_size, self.current_size)
         cyl, heads, spt = self.geometry
-        struct.pack_into(">HBBI", buf, F_GEOMETRY, cyl, heads, spt, self.disk_type)
-        buf[F_UUID:F_UUID + 16] = self.uuid
-        buf[F_SAVED_STATE] = self.saved_state
-        buf[F_HIDDEN] = self.hidden
-        self.checksum = checksum(buf, F_CHECKSUM)
-        struct.pack_into(">I", buf, F_CHECKSUM, self.checksum)
-        return bytes(buf)
+        packed, self.checksum = _sealed(
+            FOOTER, F_CHECKSUM, FOOTER_COOKIE, self.features, self.version, self.data_offset,
+            self.timestamp, self.creator_app, self.creator_version, self.creator_os,
+            self.original_size, self.current_size, cyl, heads, spt, self.disk_type, 0,
+            self.uuid, self.saved_state, self.hidden, b"")
+        return packed
 
     @classmethod
     def unpack(cls, buf: bytes, path: str, offset: int) -> "Footer":
         stored = _verified(buf, FOOTER_SIZE, FOOTER_COOKIE, F_CHECKSUM, "footer", path, offset)
-        features, version = struct.unpack_from(">II", buf, F_FEATURES)
-        data_offset, timestamp = struct.unpack_from(">QI", buf, F_DATA_OFFSET)
-        creator_version, creator_os = struct.unpack_from(">II", buf, F_CREATOR_VERSION)
-        orig, curr = struct.unpack_from(">QQ", buf, F_ORIG_SIZE)
-        cyl, heads, spt, disk_type = struct.unpack_from(">HBBI", buf, F_GEOMETRY)
-        return cls(disk_type=disk_type, current_size=curr, original_size=orig,
-                   uuid=bytes(buf[F_UUID:F_UUID + 16]), timestamp=timestamp,
-                   data_offset=data_offset, hidden=buf[F_HIDDEN],
-                   saved_state=buf[F_SAVED_STATE],
-                   creator_app=bytes(buf[F_CREATOR_APP:F_CREATOR_APP + 4]),
+        (_cookie, features, version, data_offset, timestamp, creator_app, creator_version,
+         creator_os, orig, curr, cyl, heads, spt, disk_type, _csum, uuid, saved_state, hidden,
+         _reserved) = FOOTER.unpack_from(buf)
+        return cls(disk_type=disk_type, current_size=curr, original_size=orig, uuid=uuid,
+                   timestamp=timestamp, data_offset=data_offset, hidden=hidden,
+                   saved_state=saved_state, creator_app=creator_app,
                    creator_version=creator_version, creator_os=creator_os,
                    features=features, version=version, geometry=(cyl, heads, spt),
                    checksum=stored)
@@ -227,14 +236,12 @@ class Locator:
         self.length = length
         self.offset = offset
 
-    def pack_into(self, buf: "bytearray", at: int) -> None:
-        struct.pack_into(">IIII", buf, at + L_CODE, self.code, self.space, self.length, 0)
-        struct.pack_into(">Q", buf, at + L_OFFSET, self.offset)
+    def pack(self) -> bytes:
+        return LOCATOR.pack(self.code, self.space, self.length, 0, self.offset)
 
     @classmethod
     def unpack_from(cls, buf: bytes, at: int) -> "Locator":
-        code, space, length, _ = struct.unpack_from(">IIII", buf, at + L_CODE)
-        (offset,) = struct.unpack_from(">Q", buf, at + L_OFFSET)
+        code, space, length, _reserved, offset = LOCATOR.unpack_from(buf, at)
         return cls(code, space, length, offset)
 
 
@@ -261,38 +268,29 @@ class Header:
         self.checksum = checksum
 
     def pack(self, path: str = "") -> bytes:
-        buf = bytearray(HEADER_SIZE)
-        buf[H_COOKIE:H_COOKIE + 8] = HEADER_COOKIE
-        struct.pack_into(">QQIII", buf, H_DATA_OFFSET, self.data_offset, self.table_offset,
-                         self.version, self.max_bat, self.block_size)
-        buf[H_PARENT_UUID:H_PARENT_UUID + 16] = self.parent_uuid
-        struct.pack_into(">I", buf, H_PARENT_TIMESTAMP, self.parent_timestamp)
         name = self.parent_name.encode("utf-16-be")
         if len(name) > PARENT_NAME_SIZE:
             raise VHDError(path, HEADER_OFFSET + H_PARENT_NAME, "parent name too long")
-        buf[H_PARENT_NAME:H_PARENT_NAME + len(name)] = name
-        for i, loc in enumerate(self.locators):
-            loc.pack_into(buf, H_LOCATORS + i * LOCATOR_SIZE)
-        self.checksum = checksum(buf, H_CHECKSUM)
-        struct.pack_into(">I", buf, H_CHECKSUM, self.checksum)
-        return bytes(buf)
+        packed, self.checksum = _sealed(
+            HEADER, H_CHECKSUM, HEADER_COOKIE, self.data_offset, self.table_offset,
+            self.version, self.max_bat, self.block_size, 0, self.parent_uuid,
+            self.parent_timestamp, 0, name, b"".join(loc.pack() for loc in self.locators), b"")
+        return packed
 
     @classmethod
     def unpack(cls, buf: bytes, path: str, offset: int) -> "Header":
         stored = _verified(buf, HEADER_SIZE, HEADER_COOKIE, H_CHECKSUM, "header", path, offset)
-        data_offset, table_offset, version, max_bat, block_size = struct.unpack_from(
-            ">QQIII", buf, H_DATA_OFFSET)
+        (_cookie, data_offset, table_offset, version, max_bat, block_size, _csum, parent_uuid,
+         parent_timestamp, _reserved, raw_name, raw_locators, _reserved2) = HEADER.unpack_from(buf)
         if block_size == 0 or block_size % SECTOR or block_size & (block_size - 1):
             raise VHDError(path, offset + H_BLOCK_SIZE, f"bad block size {block_size}")
         if table_offset % SECTOR:
             raise VHDError(path, offset + H_TABLE_OFFSET, "BAT offset not sector-aligned")
-        raw_name = bytes(buf[H_PARENT_NAME:H_PARENT_NAME + PARENT_NAME_SIZE])
         name = raw_name.decode("utf-16-be", errors="replace").split("\0", 1)[0]
-        locators = [Locator.unpack_from(buf, H_LOCATORS + i * LOCATOR_SIZE)
+        locators = [Locator.unpack_from(raw_locators, i * LOCATOR_SIZE)
                     for i in range(LOCATOR_COUNT)]
         return cls(max_bat=max_bat, table_offset=table_offset, block_size=block_size,
-                   parent_uuid=bytes(buf[H_PARENT_UUID:H_PARENT_UUID + 16]),
-                   parent_timestamp=struct.unpack_from(">I", buf, H_PARENT_TIMESTAMP)[0],
+                   parent_uuid=parent_uuid, parent_timestamp=parent_timestamp,
                    parent_name=name, locators=locators, data_offset=data_offset,
                    version=version, checksum=stored)
 
@@ -308,29 +306,16 @@ class BatmapHeader:
         self.version = version
 
     def pack(self) -> bytes:
-        buf = bytearray(SECTOR)
-        buf[B_COOKIE:B_COOKIE + 8] = BATMAP_COOKIE
-        struct.pack_into(">QIII", buf, B_OFFSET, self.offset, self.size, self.version,
-                         self.checksum)
-        return bytes(buf)
+        return BATMAP_HEADER.pack(BATMAP_COOKIE, self.offset, self.size, self.version,
+                                  self.checksum, b"")
 
     @classmethod
     def unpack(cls, buf: bytes) -> "Optional[BatmapHeader]":
         """None when buf holds no batmap header (non-blktap images)."""
         if len(buf) < SECTOR or buf[B_COOKIE:B_COOKIE + 8] != BATMAP_COOKIE:
             return None
-        offset, size, version, csum = struct.unpack_from(">QIII", buf, B_OFFSET)
+        _cookie, offset, size, version, csum, _reserved = BATMAP_HEADER.unpack_from(buf)
         return cls(offset=offset, size=size, checksum=csum, version=version)
-
-
-def bat_bytes(max_bat: int) -> int:
-    """Bytes the BAT occupies on disk (padded to a sector)."""
-    return round_up(max_bat * 4, SECTOR)
-
-
-def batmap_bytes(max_bat: int) -> int:
-    """Bytes the batmap payload occupies on disk (padded to a sector)."""
-    return round_up(-(-max_bat // 8), SECTOR)
 
 
 def encode_locator(code: int, relpath: str) -> bytes:

@@ -4,6 +4,7 @@ import os
 from typing import Optional
 
 from . import format as fmt
+from . import geometry as geo
 from .errors import VHDError
 from .rawio import mtime
 
@@ -22,7 +23,7 @@ def relative_locator(child_path: str, parent_path: str,
         raise VHDError(child_path, None, f"bad parent locator {name!r}")
     rel = name if name.startswith(("./", "../")) else "./" + name
     for code in fmt.SNAPSHOT_LOCATORS:
-        if len(fmt.encode_locator(code, rel)) > fmt.LOCATOR_SPACE:
+        if len(fmt.encode_locator(code, rel)) > geo.LOCATOR_SPACE:
             raise VHDError(child_path, None,
                            f"parent locator {name!r} longer than the locator space")
     if len(os.path.basename(rel).encode("utf-16-be")) > fmt.PARENT_NAME_SIZE:
@@ -39,9 +40,9 @@ def parent_fields(header: fmt.Header, parent_uuid: bytes, parent_path: str, rel:
     payload = bytearray()
     for i, code in enumerate(fmt.SNAPSHOT_LOCATORS):
         data = fmt.encode_locator(code, rel)
-        header.locators[i] = fmt.Locator(code, fmt.LOCATOR_SPACE, len(data),
+        header.locators[i] = fmt.Locator(code, geo.LOCATOR_SPACE, len(data),
                                          locator_base + len(payload))
-        payload += data + bytes(fmt.LOCATOR_SPACE - len(data))
+        payload += data + bytes(geo.LOCATOR_SPACE - len(data))
     for i in range(len(fmt.SNAPSHOT_LOCATORS), fmt.LOCATOR_COUNT):
         header.locators[i] = fmt.Locator()
     return bytes(payload)

@@ -80,6 +80,17 @@ def test_other_refusals(world):
     refused(sr, 143, "vdi_revert", vdi_uuid=ids["s1"], args=[])
 
 
+# Sizes are ASCII digits only: str.isdigit() also takes superscripts and
+# other scripts' digits, which int() then refuses (1200) or reads (accepted).
+@pytest.mark.parametrize("size", ["\u00b2", "\u0661\u0662", "\U0001d7d7", "12G", "", " 4096"],
+                         ids=["superscript-2", "arabic-indic-12", "math-9", "unit", "empty",
+                              "space"])
+def test_size_is_ascii_digits_or_vdisize(world, size):
+    sr, ids = world
+    refused(sr, 79, "vdi_create", args=[size, "x"])
+    refused(sr, 79, "vdi_resize", vdi_uuid=ids["t"], args=[size])
+
+
 def test_vdi_with_children_is_read_only(world):
     sr, ids = world
     single = sr.ok("vdi_snapshot", vdi_uuid=ids["t"], driver_params={"type": "single"})["uuid"]

@@ -10,10 +10,10 @@ import pytest
 
 from smlib.protocol import xmlrpc as driver_codec
 from smlib.toolstack.runner import (
-    Call,
     DriverFault,
     DriverMissing,
     DriverProtocolError,
+    Request,
     Runner,
     default_driver_dir,
     driver_path,
@@ -32,7 +32,7 @@ print('<?xml version="1.0"?><methodResponse><params><param><value><nil/></value>
 
 
 def test_method_call_has_xapi_keys_and_decodes_with_the_driver_codec():
-    call = Call(
+    call = Request(
         "vdi_snapshot", device_config={"location": "/srv/sr"}, sr_ref="OpaqueRef:s",
         sr_uuid="u-sr", vdi_ref="OpaqueRef:v", vdi_uuid="u-v", vdi_location="u-v",
         driver_params={"type": "single"}, subtask_of="OpaqueRef:t",
@@ -50,7 +50,7 @@ def test_method_call_has_xapi_keys_and_decodes_with_the_driver_codec():
 
 
 def test_driver_info_call_has_no_session():
-    text = method_call_xml(Call("sr_get_driver_info", needs_session=False), "OpaqueRef:h", "x")
+    text = method_call_xml(Request("sr_get_driver_info", needs_session=False), "OpaqueRef:h", "x")
     (params,), _ = xmlrpc.client.loads(text)
     assert "session_ref" not in params and params["command"] == "sr_get_driver_info"
 
@@ -60,7 +60,7 @@ def test_driver_gets_one_argument_and_originator(tmp_path, monkeypatch, write_dr
     record = tmp_path / "record.json"
     monkeypatch.setenv("RECORD_TO", str(record))
     runner = Runner(str(tmp_path))
-    assert runner.call("rec", Call("sr_scan", args=["1"], sr_uuid="abc")) is None
+    assert runner.call("rec", Request("sr_scan", args=["1"], sr_uuid="abc")) is None
     seen = json.loads(record.read_text())
     assert seen["originator"] == "SM"
     assert len(seen["argv"]) == 1
@@ -73,11 +73,11 @@ def test_driver_gets_one_argument_and_originator(tmp_path, monkeypatch, write_dr
 
 def test_real_dummy_driver_info_and_fault(drivers_dir):
     runner = Runner(drivers_dir)
-    info = runner.call("dummy", Call("sr_get_driver_info", needs_session=False))
+    info = runner.call("dummy", Request("sr_get_driver_info", needs_session=False))
     assert "VDI_CLONE" in info["capabilities"]
     assert "VDI_REVERT" not in info["capabilities"]
     with pytest.raises(DriverFault) as caught:
-        runner.call("dummy", Call("vdi_revert", sr_uuid="s", vdi_uuid="v", vdi_location="v",
+        runner.call("dummy", Request("vdi_revert", sr_uuid="s", vdi_uuid="v", vdi_location="v",
                                   vdi_ref="OpaqueRef:v", args=["target"]))
     assert caught.value.code == 38
     assert caught.value.name == "Unimplemented"
@@ -100,7 +100,7 @@ def test_type_maps_to_driver_file_case_insensitively(drivers_dir):
 
 def test_missing_driver_is_reported_clearly(tmp_path):
     with pytest.raises(DriverMissing) as caught:
-        Runner(str(tmp_path)).call("nosuch", Call("sr_scan"))
+        Runner(str(tmp_path)).call("nosuch", Request("sr_scan"))
     assert "not found" in str(caught.value) and "nosuch" in str(caught.value)
     assert caught.value.code == 48
 
@@ -109,22 +109,22 @@ def test_non_executable_driver_is_reported_clearly(tmp_path, write_driver):
     path = write_driver(str(tmp_path), "PlainSR", RECORDER)
     os.chmod(path, 0o644)
     with pytest.raises(DriverMissing, match="not an executable"):
-        Runner(str(tmp_path)).call("plain", Call("sr_scan"))
+        Runner(str(tmp_path)).call("plain", Request("sr_scan"))
 
 
 def test_timeout(tmp_path, write_driver):
     write_driver(str(tmp_path), "SlowSR", "import time\ntime.sleep(30)\n")
     with pytest.raises(DriverProtocolError, match="timed out"):
-        Runner(str(tmp_path), timeout=0.5).call("slow", Call("sr_scan"))
+        Runner(str(tmp_path), timeout=0.5).call("slow", Request("sr_scan"))
 
 
 def test_garbage_output_and_nonzero_exit(tmp_path, write_driver):
     write_driver(str(tmp_path), "NoiseSR", "print('hello')\n")
     with pytest.raises(DriverProtocolError, match="methodResponse"):
-        Runner(str(tmp_path)).call("noise", Call("sr_scan"))
+        Runner(str(tmp_path)).call("noise", Request("sr_scan"))
     write_driver(str(tmp_path), "DeadSR", "import sys\nsys.stderr.write('boom')\nsys.exit(3)\n")
     with pytest.raises(DriverProtocolError, match="status 3.*boom"):
-        Runner(str(tmp_path)).call("dead", Call("sr_scan"))
+        Runner(str(tmp_path)).call("dead", Request("sr_scan"))
 
 
 def test_default_driver_dir(monkeypatch, drivers_dir):

@@ -10,6 +10,7 @@ import pytest
 
 from smlib import vhd
 from smlib.vhd import format as fmt
+from smlib.vhd import geometry
 
 MiB = 1024 * 1024
 
@@ -94,7 +95,7 @@ def test_resize_within_prealloc(tmp_path):
         assert img.virtual_size == 40 * MiB
         assert img.read(3 * MiB, 100) == b"x" * 100
         assert img.read(39 * MiB, 100) == b"y" * 100
-        assert img.footer.geometry == fmt.geometry(40 * MiB)
+        assert img.footer.geometry == geometry.chs(40 * MiB)
     vhd.check(path)
 
 

@@ -39,17 +39,6 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def empty_vhd_bound(virtual_size: int) -> int:
-    """Bytes an empty dynamic or differencing VHD of ``virtual_size`` needs
-    at most: footer copy, header, BAT, batmap, three parent locators, the
-    data alignment slack and the trailing footer."""
-    from smlib.vhd import format as vf  # deferred: keep driver start-up light
-
-    blocks = _ceil_div(virtual_size, vf.BLOCK_SIZE)
-    fixed = vf.FOOTER_SIZE + vf.HEADER_SIZE + vf.SECTOR + 3 * vf.LOCATOR_SPACE
-    return fixed + vf.bat_bytes(blocks) + vf.batmap_bytes(blocks) + vf.DATA_ALIGN + vf.FOOTER_SIZE
-
-
 # ------------------------------------------------------------------ store
 
 class LVMStore(Store):
@@ -262,22 +251,18 @@ class LVMStore(Store):
         self._create_lv(lv, self._extents_for(nbytes))
         try:
             write(self._activate_lv(lv))
-        except BaseException as exc:
+        except BaseException:
             self._remove_lvs([lv])
-            from smlib.vhd import VHDError
-
-            if isinstance(exc, VHDError):
-                raise SRError.from_name("VDICreate", str(exc)) from exc
             raise
 
     def create_vhd(self, name: str, virtual_size: int, *, hidden: bool = False) -> None:
         from smlib import vhd  # deferred: keep driver start-up light
-        from smlib.vhd.image import MAX_VIRTUAL_SIZE
+        from smlib.vhd.geometry import MAX_VIRTUAL_SIZE
 
         if not 0 < virtual_size <= MAX_VIRTUAL_SIZE:
             raise SRError.from_name("VDISize", f"virtual size {virtual_size} not in "
                                     f"1 .. {MAX_VIRTUAL_SIZE}")
-        self._new_volume(name, empty_vhd_bound(virtual_size),
+        self._new_volume(name, vhd.empty_size(virtual_size),
                          lambda path: vhd.create(path, virtual_size, hidden=hidden))
 
     def create_child(self, name: str, parent: str, *, hidden: bool = False) -> None:
@@ -286,7 +271,7 @@ class LVMStore(Store):
         parent_path = self.activate(parent)
         with vhd.open_image(parent_path, resolver=self.resolver) as img:
             size = img.virtual_size
-        self._new_volume(name, empty_vhd_bound(size), lambda path: vhd.snapshot(
+        self._new_volume(name, vhd.empty_size(size), lambda path: vhd.snapshot(
             path, parent_path, parent_locator=self.locator(parent), hidden=hidden,
             resolver=self.resolver))
 
