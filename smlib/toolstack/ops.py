@@ -1,10 +1,15 @@
-"""SR, VDI and VM operations of the toolstack: the driver call, then the record.
+"""SR, VDI and VM operations of the toolstack, shaped like xapi's.
 
-The database must always describe what is on the SR: each driver change is
-recorded right after the driver reports it done, in one transaction, and a
+The drivers keep the VDI and SR records themselves, as under xapi: while
+it runs drivers the toolstack serves them XenAPI from its database
+(smlib/toolstack/server.py) and passes the socket in SMLIB_XAPI_SOCKET,
+and a driver introduces, forgets and updates what its command changed
+(smlib/xapi/db.py). The toolstack then does what xapi does after each
+command: finds the new VDI by uuid (create) or location (snapshot, clone)
+and sets the fields that are xapi's (names, snapshot_of, snapshot_time),
+reads the new size (resize), and cleans the VBDs of forgotten VDIs. A
 multi-step operation that fails part way undoes its own earlier steps (or
-leaves them recorded). `sr_scan` reconciles the records with the driver's
-own list where the driver can give one.
+leaves them recorded).
 """
 
 import uuid as uuidlib
@@ -28,37 +33,12 @@ from smlib.toolstack.runner import (
     ToolstackError,
     new_ref,
 )
+from smlib.toolstack.server import XapiServer
 from smlib.xapi.dates import now_stamp
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 
 
-def _flag(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    return str(value).strip().lower() in ("1", "true", "yes")
-
-
-def _int(value: Any, default: int = 0) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
-
-
-def _reported_facts(entry: dict) -> "dict[str, Any]":
-    """The facts a vdi_list entry states; a key the driver left out changes nothing."""
-    facts: dict[str, Any] = {}
-    if "location" in entry:
-        facts["location"] = str(entry["location"])
-    if _int(entry.get("virtual_size"), -1) >= 0:
-        facts["virtual_size"] = _int(entry["virtual_size"])
-    if "managed" in entry:
-        facts["managed"] = _flag(entry["managed"])
-    elif "hidden" in entry:
-        # A hidden volume is a base: on the SR, not a disk to use.
-        facts["managed"] = not _flag(entry["hidden"])
-    return facts
 
 
 def uuid_invalid(kind: str, uuid: str) -> ToolstackError:
@@ -74,6 +54,22 @@ class Toolstack(Reverts):
         self.runner = runner or Runner()
         # xapi runs each storage call as a subtask of the user's task.
         self.task_ref = new_ref()
+        self.server: Optional[XapiServer] = None  # started by the first driver call
+
+    def serve(self) -> None:
+        """Serve XenAPI to the drivers from the database (once), as xapi does."""
+        if self.server is not None:
+            return
+        server = XapiServer(self.db.path)
+        self.runner.env[XapiServer.SOCKET_ENV] = server.start()
+        self.runner.session_ref = server.new_session()
+        self.server = server
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+            self.runner.env.pop(XapiServer.SOCKET_ENV, None)
 
     # Look-ups -----------------------------------------------------------
 
@@ -113,6 +109,7 @@ class Toolstack(Reverts):
         device_config.setdefault("SRmaster", "true")  # xapi adds it on the pool master
         kw.setdefault("subtask_of", self.task_ref)
         call = Request(command, device_config=device_config, sr_ref=sr.ref, sr_uuid=sr.uuid, **kw)
+        self.serve()
         return self.runner.call(sr.type, call)
 
     def call_vdi(self, vdi: VDIRecord, command: str, **kw: Any) -> Any:
@@ -220,59 +217,20 @@ class Toolstack(Reverts):
         self._forget_records(sr)
 
     def sr_scan(self, sr: SRRecord) -> "list[VDIRecord]":
-        """Scan, then make the records match the driver's list of VDIs.
-
-        A driver that cannot list (vdi_list unimplemented: DummySR keeps
-        nothing) leaves the records as they are.
-        """
+        """sr_scan: the driver brings the SR's records in line with its disks."""
         self.call_sr(sr, "sr_scan")
-        try:
-            listed = self.call_sr(sr, "vdi_list")
-        except DriverFault as fault:
-            if fault.code != CODE_UNIMPLEMENTED:
-                raise
-            return self.db.select(VDIRecord, sr_ref=sr.ref)
-        if not isinstance(listed, list):
-            raise ToolstackError("SR_BACKEND_FAILURE", f"vdi_list returned {type(listed).__name__}")
-        self._reconcile(sr, [v for v in listed if isinstance(v, dict) and v.get("uuid")])
+        self._drop_dangling_vbds()
         return self.db.select(VDIRecord, sr_ref=sr.ref)
 
-    def _reconcile(self, sr: SRRecord, listed: "list[dict]") -> None:
-        known = {v.uuid: v for v in self.db.select(VDIRecord, sr_ref=sr.ref)}
-        by_uuid = {str(v["uuid"]): v for v in listed}
+    def _drop_dangling_vbds(self) -> None:
+        """Unplug what a driver forgot from VMs, as xapi's database GC does."""
         with self.db.transaction():
-            for uuid, rec in known.items():
-                if uuid not in by_uuid:
-                    # Gone from the SR: forget it and unplug it from VMs, as xapi does.
-                    self._forget_vdi(rec)
-            refs = {u: (known[u].ref if u in known else new_ref()) for u in by_uuid}
-            for uuid, entry in by_uuid.items():
-                facts = _reported_facts(entry)
-                if uuid in known:
-                    rec = known[uuid]
-                    self.db.update(rec, **{k: v for k, v in facts.items() if getattr(rec, k) != v})
-                    continue
-                parent = str(entry.get("snapshot_of") or "")
-                self.db.insert(VDIRecord(
-                    ref=refs[uuid], uuid=uuid, sr_ref=sr.ref,
-                    name_label=str(entry.get("name_label", "")),
-                    name_description=str(entry.get("name_description", "")),
-                    is_a_snapshot=_flag(entry.get("is_a_snapshot", False)),
-                    # The driver names the parent by uuid; the records by ref.
-                    snapshot_of=refs.get(parent) or self._ref_of(parent),
-                    snapshot_time=str(entry.get("snapshot_time", "")),
-                    read_only=_flag(entry.get("read_only", False)),
-                    type=str(entry.get("type", "user")) or "user",
-                    **facts,
-                ))
-
-    def _ref_of(self, parent: str) -> Optional[str]:
-        """The recorded VDI a driver's snapshot_of (uuid or OpaqueRef) names, if any."""
-        if not parent or parent == NULL_REF:
-            return None
-        rec = self.db.get(VDIRecord, parent) if parent.startswith("OpaqueRef:") else (
-            self.db.by_uuid(VDIRecord, parent))
-        return rec.ref if rec else None
+            self.db.conn.execute(
+                "DELETE FROM vbd WHERE vdi_ref IS NOT NULL AND vdi_ref NOT IN (SELECT ref FROM vdi)"
+            )
+            self.db.conn.execute(
+                "UPDATE vm SET suspend_vdi = NULL WHERE suspend_vdi NOT IN (SELECT ref FROM vdi)"
+            )
 
     # VDIs -----------------------------------------------------------------
 
@@ -296,18 +254,30 @@ class Toolstack(Reverts):
         result = self.call_sr(
             sr, "vdi_create", args=args, vdi_sm_config=dict(sm_config or {}), vdi_type=vdi_type
         )
-        return self.db.insert(VDIRecord(
-            ref=new_ref(), uuid=self._result_uuid(result, "vdi_create"), sr_ref=sr.ref,
-            location=str(result.get("location", "")), name_label=name_label,
-            name_description=name_description, read_only=read_only,
-            virtual_size=_int(result.get("virtual_size"), virtual_size), type=vdi_type,
-        ))
+        # As xapi: the driver introduced it; look it up by the uuid returned.
+        rec = self.db.by_uuid(VDIRecord, self._result_uuid(result, "vdi_create"))
+        if rec is None:
+            raise ToolstackError(
+                "SR_BACKEND_FAILURE", f"vdi_create: the driver did not introduce {result['uuid']}"
+            )
+        return rec
 
     @staticmethod
     def _result_uuid(result: Any, command: str) -> str:
         if not isinstance(result, dict) or not result.get("uuid"):
             raise ToolstackError("SR_BACKEND_FAILURE", f"{command} returned no uuid: {result!r}")
         return str(result["uuid"])
+
+    def _by_location(self, sr_ref: str, result: Any, command: str) -> VDIRecord:
+        """The VDI a snapshot or clone made, found as xapi finds it: by location."""
+        self._result_uuid(result, command)
+        found = self.db.select(VDIRecord, sr_ref=sr_ref, location=str(result.get("location")))
+        if not found:
+            raise ToolstackError(
+                "SR_BACKEND_FAILURE",
+                f"{command}: the driver did not introduce location {result.get('location')!r}",
+            )
+        return found[0]
 
     def vdi_destroy(self, vdi: VDIRecord) -> None:
         """Delete on the SR, then forget the record and unplug it from VMs."""
@@ -326,13 +296,9 @@ class Toolstack(Reverts):
         self, vdi: VDIRecord, driver_params: "Optional[dict[str, str]]" = None
     ) -> VDIRecord:
         result = self.call_vdi(vdi, "vdi_snapshot", driver_params=dict(driver_params or {}))
-        return self.db.insert(VDIRecord(
-            ref=new_ref(), uuid=self._result_uuid(result, "vdi_snapshot"), sr_ref=vdi.sr_ref,
-            location=str(result.get("location", "")), name_label=vdi.name_label,
-            name_description=vdi.name_description, is_a_snapshot=True, snapshot_of=vdi.ref,
-            snapshot_time=now_stamp(), read_only=vdi.read_only,
-            virtual_size=_int(result.get("virtual_size"), vdi.virtual_size), type=vdi.type,
-        ))
+        return self._copied(vdi, self._by_location(vdi.sr_ref, result, "vdi_snapshot"),
+                            is_a_snapshot=True, snapshot_of=vdi.ref, snapshot_time=now_stamp(),
+                            name_label=vdi.name_label, name_description=vdi.name_description)
 
     def vdi_clone(
         self,
@@ -343,20 +309,26 @@ class Toolstack(Reverts):
         name_description: Optional[str] = None,
     ) -> VDIRecord:
         result = self.call_vdi(vdi, "vdi_clone", driver_params=dict(driver_params or {}))
-        return self.db.insert(VDIRecord(
-            ref=new_ref(), uuid=self._result_uuid(result, "vdi_clone"), sr_ref=vdi.sr_ref,
-            location=str(result.get("location", "")),
+        return self._copied(
+            vdi, self._by_location(vdi.sr_ref, result, "vdi_clone"),
+            is_a_snapshot=False, snapshot_of=None, snapshot_time="",
             name_label=vdi.name_label if name_label is None else name_label,
             name_description=(
                 vdi.name_description if name_description is None else name_description
             ),
-            virtual_size=_int(result.get("virtual_size"), vdi.virtual_size), type=vdi.type,
-        ))
+        )
+
+    def _copied(self, source: VDIRecord, new: VDIRecord, **fields: Any) -> VDIRecord:
+        """What xapi does after a snapshot or clone: its own fields on the new
+        record, then vdi_update so that the driver refreshes the rest."""
+        new = self.db.update(new, type=source.type, **fields)
+        self.call_vdi(new, "vdi_update")
+        return self.db.get(VDIRecord, new.ref) or new
 
     def vdi_resize(self, vdi: VDIRecord, new_size: int) -> VDIRecord:
-        result = self.call_vdi(vdi, "vdi_resize", args=[str(new_size)])
-        size = _int(result.get("virtual_size"), new_size) if isinstance(result, dict) else new_size
-        return self.db.update(vdi, virtual_size=size)
+        self.call_vdi(vdi, "vdi_resize", args=[str(new_size)])
+        # As xapi: the size is what the driver recorded.
+        return self.vdi_by_ref(vdi.ref)
 
     def vdi_set(self, vdi: VDIRecord, **fields: Any) -> VDIRecord:
         """Change toolstack-only fields (names); the driver keeps no copy we rely on."""

@@ -38,7 +38,8 @@ def _one_disk(ts: Toolstack, pending_id: int, body: dict, key: str, what: str,
               finish: Callable[[Toolstack, dict], str]) -> str:
     """Finish an operation on the disk body[key] names; the note for the user."""
     disk = ts.db.get(VDIRecord, body.get(key) or "")  # read first: finishing may destroy it
-    name = disk.uuid if disk else "a disk"
+    # The body names the disk by uuid too: its driver forgets the record on delete.
+    name = disk.uuid if disk else (body.get(key + "_uuid") or "a disk")
     outcome = finish(ts, body)
     ts.db.pending_remove(pending_id)
     return f"an interrupted {what} {name}: {outcome}"

@@ -40,10 +40,19 @@ class DiskRevert:
     path: str = ""  # IN_PLACE or CLONE once done
     result: Optional[VDIRecord] = None  # the disk after
     safety: Optional[VDIRecord] = None  # VM revert: the guard snapshot of target
+    # VM revert, no target left: the disk now in the VBD slot being replaced
+    # (an earlier revert's clone), dropped when the new clone takes the slot.
+    replaces: Optional[VDIRecord] = None
+    old_ref: Optional[str] = None  # recovery: the dropped disk's ref, record gone
+
+    @property
+    def old(self) -> Optional[VDIRecord]:
+        """The disk this step's result takes the place of."""
+        return self.target or self.replaces
 
     @property
     def before_uuid(self) -> Optional[str]:
-        return self.target.uuid if self.target else None
+        return self.old.uuid if self.old else None
 
     @property
     def after_uuid(self) -> Optional[str]:
@@ -103,14 +112,15 @@ def try_in_place(
     if snapshot.sr_ref != target.sr_ref or not ts.can(sr, "VDI_REVERT"):
         return False
     try:
-        # vdi_* describe the snapshot; args[0] names the target (by uuid here).
-        ts.call_vdi(snapshot, "vdi_revert", args=[target.uuid],
+        # As xapi: vdi_* describe the snapshot; args[0] is the target's
+        # OpaqueRef (the driver resolves it with VDI.get_uuid, and records
+        # the target's new size itself).
+        ts.call_vdi(snapshot, "vdi_revert", args=[target.ref],
                     driver_params=dict(driver_params or {}))
     except DriverFault as fault:
         if fault.code == CODE_UNIMPLEMENTED:
             return False
         raise
-    ts.db.update(target, virtual_size=snapshot.virtual_size)
     return True
 
 
@@ -122,16 +132,15 @@ def clone_for(ts: "Reverts", snapshot: VDIRecord, target: Optional[VDIRecord]) -
     )
 
 
-def hand_over(ts: "Reverts", old: VDIRecord, new: VDIRecord, old_deleted: bool) -> None:
-    """Give new the old disk's VBDs and snapshot_of links; forget old if it is gone."""
+def hand_over(ts: "Reverts", old_ref: str, new_ref: str) -> None:
+    """Give new the old disk's VBDs and snapshot_of links. By refs: the driver
+    that deleted the old disk has forgotten its record already, as under xapi."""
     with ts.db.transaction():
-        ts.db.move_vbds(old.ref, new.ref)
-        ts.db.repoint_snapshot_of(old.ref, new.ref)
+        ts.db.move_vbds(old_ref, new_ref)
+        ts.db.repoint_snapshot_of(old_ref, new_ref)
         ts.db.conn.execute(
-            "UPDATE vm SET suspend_vdi = ? WHERE suspend_vdi = ?", [new.ref, old.ref]
+            "UPDATE vm SET suspend_vdi = ? WHERE suspend_vdi = ?", [new_ref, old_ref]
         )
-        if old_deleted:
-            ts.db.delete(old)
 
 
 def revert_vdi(
@@ -141,11 +150,11 @@ def revert_vdi(
     target = find_target(ts, snapshot)
     outcome = DiskRevert(snapshot, target)
     if try_in_place(ts, snapshot, target, driver_params):
-        outcome.path, outcome.result = IN_PLACE, ts.db.get(VDIRecord, target.ref)
+        outcome.path, outcome.result = IN_PLACE, ts.vdi_by_ref(target.ref)
         return outcome
     # Recorded while it runs, so that a killed smctl's revert is finished by
     # the next one: undone before the old disk's delete, completed after.
-    body = {"phase": "prepare", "target": target.ref, "clone": None}
+    body = {"phase": "prepare", "target": target.ref, "target_uuid": target.uuid, "clone": None}
     pending = ts.db.pending_add(PENDING_VDI_REVERT, body)
     clone = clone_for(ts, snapshot, target)
     ts.db.pending_set(pending, {**body, "clone": clone.ref, "phase": "commit"})
@@ -157,7 +166,7 @@ def revert_vdi(
         ts.db.pending_remove(pending)
         raise _with_notes(exc, leftovers) from None
     with ts.db.transaction():
-        hand_over(ts, target, clone, old_deleted=True)
+        hand_over(ts, target.ref, clone.ref)
         ts.db.pending_remove(pending)
     outcome.path, outcome.result = CLONE, ts.db.get(VDIRecord, clone.ref)
     return outcome
@@ -167,20 +176,21 @@ def finish_vdi_revert(ts: "Reverts", body: dict) -> str:
     """Recovery of a killed revert_vdi fallback (its `pending` body)."""
     target = ts.db.get(VDIRecord, body["target"])
     clone = ts.db.get(VDIRecord, body["clone"]) if body.get("clone") else None
-    if clone is None or target is None:
-        # Not cloned yet (nothing to undo) or already handed over (nothing to do).
-        return "nothing was left to do"
+    if clone is None:
+        return "nothing was left to do"  # not cloned yet: nothing to undo
     if body.get("phase") != "commit":
         ts.vdi_destroy(clone)
         return "rolled back"
-    try:
-        ts.call_vdi(target, "vdi_delete")
-    except DriverFault as fault:
-        if fault.code != CODE_VDI_MISSING:  # the old disk is still there: undo
-            ts.vdi_destroy(clone)
-            return f"rolled back (the old disk could not be destroyed: {fault})"
-    hand_over(ts, target, clone, old_deleted=True)
-    return f"completed: disk {clone.uuid} replaces {target.uuid}"
+    if target is not None:
+        try:
+            ts.call_vdi(target, "vdi_delete")
+        except DriverFault as fault:
+            if fault.code != CODE_VDI_MISSING:  # the old disk is still there: undo
+                ts.vdi_destroy(clone)
+                return f"rolled back (the old disk could not be destroyed: {fault})"
+    # The old disk is deleted (its driver forgot the record): hand over.
+    hand_over(ts, body["target"], clone.ref)
+    return f"completed: disk {clone.uuid} replaces {body.get('target_uuid') or body['target']}"
 
 
 def _with_notes(exc: ToolstackError, notes: "list[str]") -> ToolstackError:
@@ -202,12 +212,19 @@ IN_PLACE_STARTED = "in-place-started"  # vdi_revert sent; done or not is unknown
 
 def _plan(ts: "Reverts", snap: VMRecord, vm: VMRecord) -> "list[DiskRevert]":
     plan = []
+    slots = {v.device: v for v in ts.vbds(vm)}
     for vbd in ts.vbds(snap):
         if vbd.type != "disk" or not vbd.vdi_ref:
             continue
         disk = ts.vdi_by_ref(vbd.vdi_ref)
         target = ts.db.get(VDIRecord, disk.snapshot_of) if disk.snapshot_of else None
-        plan.append(DiskRevert(disk, target, device=vbd.device))
+        step = DiskRevert(disk, target, device=vbd.device)
+        slot = slots.get(vbd.device)
+        if target is None and slot is not None and slot.type == "disk" and slot.vdi_ref:
+            # The snapshot's disk is gone: whatever fills its slot now (an
+            # earlier revert's clone) is what this revert replaces and drops.
+            step.replaces = ts.db.get(VDIRecord, slot.vdi_ref)
+        plan.append(step)
     if snap.suspend_vdi:
         disk = ts.vdi_by_ref(snap.suspend_vdi)
         target = ts.db.get(VDIRecord, vm.suspend_vdi) if vm.suspend_vdi else None
@@ -232,7 +249,8 @@ class _Journal:
 
         return {"phase": self.phase, "vm": self.vm.ref, "snapshot": self.snap.ref, "steps": [
             {"snapshot": s.snapshot.ref, "target": ref(s.target), "device": s.device,
-             "kind": s.kind, "path": s.path, "result": ref(s.result), "safety": ref(s.safety)}
+             "kind": s.kind, "path": s.path, "result": ref(s.result), "safety": ref(s.safety),
+             "replaces": ref(s.replaces)}
             for s in self.plan]}
 
     def save(self, phase: Optional[str] = None) -> None:
@@ -311,17 +329,26 @@ def _commit(ts: "Reverts", journal: _Journal) -> "list[str]":
         if step.safety is not None:
             warnings += ts.discard([step.safety])
     for step in journal.plan:
-        if step.path != CLONE or step.target is None:
+        old = step.old
+        old_ref = old.ref if old else step.old_ref
+        if step.path != CLONE or old_ref is None:
             continue
-        try:
-            ts.call_vdi(step.target, "vdi_delete")
-            deleted = True
-        except DriverFault as exc:
-            deleted = exc.code == CODE_VDI_MISSING  # already gone: a second commit
-            if not deleted:
-                # The revert stands; the old disk stays, recorded, unplugged.
-                warnings.append(f"old disk {step.target.uuid} could not be destroyed: {exc}")
-        hand_over(ts, step.target, step.result, old_deleted=deleted)
+        others = [v for v in ts.db.select(VBDRecord, vdi_ref=old_ref)
+                  if v.vm_ref != journal.vm.ref]
+        if old is None:
+            pass  # deleted by an interrupted commit: its driver forgot it
+        elif step.target is None and others:
+            # A replaced disk another VM uses: unplugged here, kept.
+            warnings.append(f"disk {old.uuid} is kept: other VMs use it")
+            continue
+        else:
+            try:
+                ts.call_vdi(old, "vdi_delete")
+            except DriverFault as exc:
+                if exc.code != CODE_VDI_MISSING:  # not already gone (a second commit)
+                    # The revert stands; the old disk stays, recorded, unplugged.
+                    warnings.append(f"old disk {old.uuid} could not be destroyed: {exc}")
+        hand_over(ts, old_ref, step.result.ref)
     _match_layout(ts, journal.vm, journal.snap, journal.plan)
     journal.done()
     return warnings
@@ -380,8 +407,11 @@ def _load(ts: "Reverts", pending_id: int, body: dict) -> Optional[_Journal]:
         snapshot = vdi(s["snapshot"])
         if snapshot is None:
             return None
-        plan.append(DiskRevert(snapshot, vdi(s["target"]), s["device"], s["kind"], s["path"],
-                               vdi(s["result"]), vdi(s["safety"])))
+        step = DiskRevert(snapshot, vdi(s["target"]), s["device"], s["kind"], s["path"],
+                          vdi(s["result"]), vdi(s["safety"]), vdi(s.get("replaces")))
+        if step.old is None:  # a commit that deleted it: only its ref is left
+            step.old_ref = s["target"] or s.get("replaces")
+        plan.append(step)
     journal = _Journal(ts, vm, snap, plan, pending_id)
     journal.phase = body["phase"]
     return journal

@@ -221,6 +221,7 @@ class Runner:
         self.timeout = timeout
         self.host_ref = host_ref or new_ref()
         self.session_ref = session_ref or new_ref()
+        self.env: dict[str, str] = {}  # added to each driver's environment
 
     def available_types(self) -> "list[str]":
         try:
@@ -241,6 +242,7 @@ class Runner:
         # $SMLIB_DRIVER_BIN names another (the dom0 test tier: CPython 3.6).
         here = os.environ.get("SMLIB_DRIVER_BIN") or os.path.dirname(sys.executable)
         env["PATH"] = here + os.pathsep + env.get("PATH", "")
+        env.update(self.env)
         return env
 
     def call(self, sr_type: str, call: Request) -> Any:

@@ -15,6 +15,7 @@ One thread serves the socket with its own database connection; drivers run
 one at a time, and every write is one transaction.
 """
 
+import atexit
 import datetime
 import os
 import re
@@ -327,6 +328,8 @@ class _Server(socketserver.UnixStreamServer, SimpleXMLRPCDispatcher):
 class XapiServer:
     """The socket, its serving thread and the sessions it accepts."""
 
+    SOCKET_ENV = "SMLIB_XAPI_SOCKET"  # how drivers find it (smlib.config)
+
     def __init__(self, db_path: str) -> None:
         if db_path == ":memory:":
             raise ValueError("drivers cannot reach an in-memory database: give a file")
@@ -347,6 +350,7 @@ class XapiServer:
         self._thread = threading.Thread(target=self._serve, name="xapi", daemon=True)
         self._thread.start()
         self.path = path
+        atexit.register(self.stop)  # the socket's directory goes with the process
         return path
 
     def _serve(self) -> None:

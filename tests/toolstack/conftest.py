@@ -33,7 +33,17 @@ def db(tmp_path) -> Database:
 
 @pytest.fixture
 def ts(db) -> Toolstack:
-    return Toolstack(db, Runner(DRIVERS_DIR, timeout=120))
+    toolstack = Toolstack(db, Runner(DRIVERS_DIR, timeout=120))
+    yield toolstack
+    toolstack.close()
+
+
+@pytest.fixture
+def file_sr(ts, tmp_path):
+    """A FileSR in tmp_path/sr, made through the toolstack."""
+    location = tmp_path / "sr"
+    location.mkdir()
+    return ts.sr_create("file", {"location": str(location)}, "local")
 
 
 def write_driver(directory: str, name: str, body: str) -> str:

@@ -14,13 +14,15 @@ from smlib.toolstack.runner import NULL_REF, DriverFault, Runner
 
 # A protocol probe (a stand-in for a driver, used because no real driver
 # reports what it received): it logs each request as JSON lines and answers
-# like a driver that can revert in place.
+# like a driver that can revert in place, introducing what it makes into the
+# toolstack's served XenAPI through the module real drivers use.
 PROBE = """
 import json, os, sys, uuid, xmlrpc.client
 (params,), method = xmlrpc.client.loads(sys.argv[1])
 with open(os.environ["PROBE_LOG"], "a") as log:
     log.write(json.dumps({"method": method, "params": params,
-                          "argc": len(sys.argv), "originator": os.environ.get("ORIGINATOR")})
+                          "argc": len(sys.argv), "originator": os.environ.get("ORIGINATOR"),
+                          "socket": os.environ.get("SMLIB_XAPI_SOCKET")})
               + "\\n")
 answers = {
     "sr_get_driver_info": {"name": "probe", "description": "", "vendor": "", "copyright": "",
@@ -30,12 +32,13 @@ answers = {
     "vdi_create": {"uuid": str(uuid.uuid4()), "location": "loc-new"},
     "vdi_snapshot": {"uuid": str(uuid.uuid4()), "location": "loc-snap"},
 }
-if method == "vdi_list" and os.environ.get("PROBE_LIST"):
-    print(xmlrpc.client.dumps((json.loads(os.environ["PROBE_LIST"]),), methodresponse=True))
-elif method == "vdi_list":
-    print(xmlrpc.client.dumps(xmlrpc.client.Fault(38, "no"), methodresponse=True))
-else:
-    print(xmlrpc.client.dumps((answers.get(method),), methodresponse=True, allow_none=True))
+if method in ("vdi_create", "vdi_snapshot"):
+    from smlib.protocol.sr import Call
+    from smlib.xapi import db
+    changes = db.Changes()
+    changes.introduced = [db.VDIFacts(answers[method]["uuid"], answers[method]["location"])]
+    db.tell(Call(params), changes, "ProbeSR")
+print(xmlrpc.client.dumps((answers.get(method),), methodresponse=True, allow_none=True))
 """
 
 
@@ -61,9 +64,10 @@ def test_requests_are_shaped_like_xapis(probe):
     assert ts.VDI_revert(snap.ref) == disk.ref  # in place: the target's own ref
 
     log = calls()
+    # As xapi: a snapshot is followed by vdi_update of the new VDI.
     assert [c["method"] for c in log] == [
-        "sr_get_driver_info", "sr_create", "sr_attach", "sr_scan", "vdi_list",
-        "vdi_create", "vdi_snapshot", "vdi_revert"]
+        "sr_get_driver_info", "sr_create", "sr_attach", "sr_scan",
+        "vdi_create", "vdi_snapshot", "vdi_update", "vdi_revert"]
     for call in log:
         params = call["params"]
         assert call["argc"] == 2 and call["originator"] == "SM"
@@ -72,23 +76,25 @@ def test_requests_are_shaped_like_xapis(probe):
         if call["method"] == "sr_get_driver_info":
             assert "session_ref" not in params and "sr_uuid" not in params
             continue
-        assert params["session_ref"].startswith("OpaqueRef:")
+        # The session the toolstack's XenAPI server issued, and its socket.
+        assert params["session_ref"] in ts.server.sessions
+        assert call["socket"] == ts.server.path
         assert params["subtask_of"].startswith("OpaqueRef:")
         assert params["sr_ref"] == sr.ref and params["sr_uuid"] == sr.uuid
         assert params["device_config"] == {"location": "/srv", "SRmaster": "true"}
-    create = log[5]["params"]
+    create = log[4]["params"]
     assert create["args"] == ["10737418240", "data disk", "desc", NULL_REF, "false",
                               "19700101T00:00:00Z", NULL_REF, "false"]
     assert create["vdi_sm_config"] == {} and create["vdi_type"] == "user"
-    snapshot = log[6]["params"]
+    snapshot = log[5]["params"]
     assert (snapshot["vdi_ref"], snapshot["vdi_uuid"], snapshot["vdi_location"]) == (
         disk.ref, disk.uuid, "loc-new")
     assert snapshot["driver_params"] == {"type": "single"}
     revert = log[7]["params"]
-    # vdi_* describe the snapshot; args[0] is the target (by uuid).
+    # vdi_* describe the snapshot; args[0] is the target's OpaqueRef, as xapi sends.
     assert (revert["vdi_ref"], revert["vdi_uuid"], revert["vdi_location"]) == (
         snap.ref, snap.uuid, "loc-snap")
-    assert revert["args"] == [disk.uuid]
+    assert revert["args"] == [disk.ref]
     assert revert["vdi_on_boot"] == "persist" and revert["vdi_allow_caching"] == "false"
 
 
@@ -129,32 +135,6 @@ def test_fault_with_an_unknown_code_keeps_the_code():
     with pytest.raises(DriverFault) as caught:
         parse_response(text, "sr_scan")
     assert caught.value.code == 9999 and caught.value.xapi_name == "SR_BACKEND_FAILURE_9999"
-
-
-def test_scan_takes_only_what_the_listing_states(probe, monkeypatch):
-    ts, _calls = probe
-    sr = ts.sr_create("probe", {}, "p")
-    disk = ts.vdi_create(sr, 10 << 30, "named here")
-    listing = [
-        {"uuid": disk.uuid},  # nothing else stated: the record keeps its facts
-        {"uuid": "u-snap", "is_a_snapshot": True, "snapshot_of": disk.uuid,
-         "virtual_size": str(10 << 30), "name_label": "s", "location": "l-snap"},
-        {"uuid": "u-ref", "is_a_snapshot": True, "snapshot_of": disk.ref},
-        {"uuid": "u-dangling", "is_a_snapshot": True, "snapshot_of": "OpaqueRef:gone"},
-        {"uuid": "u-base", "hidden": True, "virtual_size": "4096"},
-    ]
-    monkeypatch.setenv("PROBE_LIST", json.dumps(listing))
-    ts.sr_scan(sr)
-    assert ts.db.get(VDIRecord, disk.ref) == disk
-    snap = ts.db.by_uuid(VDIRecord, "u-snap")
-    assert (snap.snapshot_of, snap.virtual_size, snap.location, snap.name_label) == (
-        disk.ref, 10 << 30, "l-snap", "s")
-    assert ts.db.by_uuid(VDIRecord, "u-ref").snapshot_of == disk.ref
-    assert ts.db.by_uuid(VDIRecord, "u-dangling").snapshot_of is None
-    assert not ts.db.by_uuid(VDIRecord, "u-base").managed
-    monkeypatch.setenv("PROBE_LIST", json.dumps(listing[1:2]))
-    ts.sr_scan(sr)
-    assert [v.uuid for v in ts.db.select(VDIRecord)] == ["u-snap"]
 
 
 def test_recovery_of_a_revert_killed_before_its_point_of_no_return(ts):
