@@ -1,1 +1,1 @@
-"""The session back to xapi (OpaqueRef lookup over the local XenAPI connection)."""
+"""The session back to xapi: OpaqueRef lookup and the database callbacks (session.py, db.py)."""

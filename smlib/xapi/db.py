@@ -125,7 +125,6 @@ class _Link:
         self.call = call
         self.ident = ident
         self.session = xapi.connect(call.session_ref)  # NoXapi: nobody there
-        self.api = self.session.xenapi
         self.errors = xapi.call_errors()
         self.started = False  # a first call answered: xapi is there
         self.refs: dict[str, str] = {}  # uuid -> VDI ref, learnt on the way
@@ -134,11 +133,8 @@ class _Link:
 
     def __call__(self, method: str, *args):
         """api.<method>(*args); NoXapi when nobody listens, an SRError when xapi fails."""
-        fn = self.api
-        for part in method.split("."):
-            fn = getattr(fn, part)
         try:
-            result = fn(*args)
+            result = self.session.call(method, *args)
         except self.errors as e:
             if not self.started and xapi.is_unreachable(e):
                 raise xapi.NoXapi(f"nobody answers at {self.session.path}: {e}") from None
@@ -158,7 +154,7 @@ class _Link:
         if uuid in self.refs:
             return self.refs[uuid]
         try:
-            ref = self.api.VDI.get_by_uuid(uuid)
+            ref = self.session.call("VDI.get_by_uuid", uuid)
         except self.errors as e:
             details = getattr(e, "details", None)
             if isinstance(details, list) and details[:1] == ["UUID_INVALID"]:

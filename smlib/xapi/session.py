@@ -7,7 +7,7 @@ another socket: the toolstack's own XenAPI server (smlib/toolstack/server.py)
 or a test's.
 
 "No xapi" is a normal state, not an error: no ``session_ref``, no socket
-file, nobody listening there, or no ``XenAPI`` package. Callers then do
+file, or nobody listening there. Callers then do
 without (smlib/xapi/db.py logs that nothing was synchronised). A xapi that
 is there but fails, answers garbage or does not answer within ``TIMEOUT``
 seconds (``SMLIB_XAPI_TIMEOUT``) is an SRError with a code, never 1200.
@@ -66,17 +66,43 @@ def _transport(path: str, timeout: float):
     return Transport()
 
 
+class Failure(Exception):
+    """xapi said no: ``details`` is its ErrorDescription (as XenAPI.Failure)."""
+
+    def __init__(self, details: list) -> None:
+        super().__init__(details)
+        self.details = details
+
+
 class Session:
-    """``xenapi`` calls over the caller's session; each call bounded in time."""
+    """XenAPI calls over the caller's session, each bounded in time.
+
+    XenAPI's wire protocol spoken with the standard library: XML-RPC with the
+    session first, every answer a ``Status`` struct with ``Value`` or
+    ``ErrorDescription``. What the XenAPI package adds on top (login, retry
+    on SESSION_INVALID) a driver must not do, and a host need not have it
+    for us (nor the 3.6 venv, nor a wheel installed without extras)."""
 
     def __init__(self, session_ref: str, path: str) -> None:
-        import XenAPI  # lazy: xmlrpc.client and http.client cost ~30 ms
+        import xmlrpc.client  # lazy: with http.client ~30 ms of start-up
 
         self.path = path
-        transport = _transport(path, config.xapi_timeout())
-        self._api = XenAPI.Session("http://localhost/", transport=transport)
-        self._api._session = session_ref  # reuse xapi's session: no login
-        self.xenapi = self._api.xenapi
+        self.session_ref = session_ref  # xapi's session, reused: no login
+        self._proxy = xmlrpc.client.ServerProxy(
+            "http://localhost/", transport=_transport(path, config.xapi_timeout()),
+            allow_none=True)
+
+    def call(self, method: str, *args: object) -> object:
+        """``method`` (e.g. ``VDI.get_uuid``) with the session first; its Value."""
+        answer = getattr(self._proxy, method)(self.session_ref, *args)
+        if not isinstance(answer, dict) or answer.get("Status") not in ("Success", "Failure"):
+            raise ValueError(f"not a XenAPI answer: {answer!r:.200}")
+        if answer["Status"] == "Success":
+            if "Value" not in answer:
+                raise ValueError("a XenAPI success without a Value")
+            return answer["Value"]
+        details = answer.get("ErrorDescription")
+        raise Failure([str(d) for d in details] if isinstance(details, list) else [str(details)])
 
 
 def connect(session_ref: Optional[str]) -> Session:
@@ -86,10 +112,7 @@ def connect(session_ref: Optional[str]) -> Session:
         raise NoXapi("no session_ref in the call")
     if not os.path.exists(path):
         raise NoXapi(f"no xapi socket at {path}")
-    try:
-        return Session(session_ref, path)
-    except ImportError:
-        raise NoXapi("the XenAPI package is not installed") from None
+    return Session(session_ref, path)
 
 
 def failure(what: str, exc: BaseException, name: str = "SMGeneral") -> SRError:
@@ -97,7 +120,7 @@ def failure(what: str, exc: BaseException, name: str = "SMGeneral") -> SRError:
     import xmlrpc.client
 
     details = getattr(exc, "details", None)
-    if isinstance(details, list):  # XenAPI.Failure: xapi said no
+    if isinstance(details, list):  # Failure: xapi said no
         text = f"xapi refused {what}: {details}"
         if details[:1] in (["HANDLE_INVALID"], ["UUID_INVALID"]) and name == "SMGeneral":
             return SRError.from_name("VDIMissing", text)
@@ -119,9 +142,7 @@ def call_errors() -> tuple:
     import http.client
     import xmlrpc.client
 
-    import XenAPI
-
-    return (XenAPI.Failure, xmlrpc.client.Error, http.client.HTTPException, OSError,
+    return (Failure, xmlrpc.client.Error, http.client.HTTPException, OSError,
             ValueError, TypeError, KeyError, IndexError)
 
 
@@ -135,7 +156,7 @@ def vdi_uuid(session_ref: Optional[str], ref: str) -> str:
         raise SRError.from_name("SMGeneral", f"cannot reach xapi to resolve {ref}: {e}") \
             from None
     try:
-        uuid = session.xenapi.VDI.get_uuid(ref)
+        uuid = session.call("VDI.get_uuid", ref)
     except call_errors() as e:
         raise failure(f"VDI.get_uuid({ref})", e) from None
     if not isinstance(uuid, str):

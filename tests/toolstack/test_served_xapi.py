@@ -72,7 +72,7 @@ def test_vm_revert_after_the_disk_was_destroyed_leaves_no_orphan(smctl, tmp_path
                    "disk-sizes=16MiB")).strip()
     vm_snap = _ok(smctl("vm-snapshot", f"uuid={vm}", "new-name-label=s1")).strip()
     disk = json.loads(_ok(smctl("vm-param-list", f"uuid={vm}", "--json")))["disks"][0]
-    _ok(smctl("vdi-destroy", f"uuid={disk.split('=')[1]}"))
+    _ok(smctl("vdi-destroy", f"uuid={disk.split('=')[1]}", "force=true"))
     previous = []
     for _ in range(3):
         out = json.loads(_ok(smctl("vm-revert", f"snapshot-uuid={vm_snap}", "--json")))
