@@ -11,6 +11,7 @@ uuid and location from the record.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid as uuidlib
 from typing import Optional
@@ -18,6 +19,14 @@ from typing import Optional
 from helpers.filesr_helpers import FileSRHarness
 from smlib.toolstack.db import Database, SRRecord, VDIRecord
 from smlib.toolstack.server import XapiServer
+
+
+def without_storage_facts(rec: VDIRecord) -> VDIRecord:
+    """A record less what its driver refreshes as the chain and the bytes
+    change (physical_utilisation, sm_config's vhd-parent): an operation that
+    was undone leaves a new base under a disk, and writes grow it, without
+    changing what the record says about the disk."""
+    return dataclasses.replace(rec, physical_utilisation=0, sm_config={})
 
 
 class StandIn:

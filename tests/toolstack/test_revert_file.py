@@ -7,7 +7,6 @@ vdi-import / vdi-export do.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import subprocess
@@ -15,6 +14,7 @@ import sys
 from typing import Optional
 
 import pytest
+from helpers.xapi_standin import without_storage_facts
 
 from smlib.toolstack.db import VBDRecord, VDIRecord
 from smlib.toolstack.revert import CLONE, IN_PLACE
@@ -98,11 +98,8 @@ def root_with_two_snapshots(ts, sr, tmp_path):
 
 
 def managed(ts, sr) -> dict:
-    """The disks' records, less the storage facts the driver refreshes as the
-    chain and the bytes change (physical_utilisation, sm_config's vhd-parent):
-    an undone operation leaves a new base under a disk, and a guest's writes
-    grow it, without changing what the record says about the disk."""
-    return {v.uuid: dataclasses.replace(v, physical_utilisation=0, sm_config={})
+    """The disks' records, less the storage facts their driver refreshes."""
+    return {v.uuid: without_storage_facts(v)
             for v in ts.db.select(VDIRecord, sr_ref=sr.ref, managed=True)}
 
 
