@@ -11,13 +11,13 @@ uuid and location from the record.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import uuid as uuidlib
 from typing import Optional
 
 from helpers.filesr_helpers import FileSRHarness
 from smlib.toolstack.db import Database, SRRecord, VDIRecord
+from smlib.toolstack.record import replace
 from smlib.toolstack.server import XapiServer
 
 
@@ -26,7 +26,7 @@ def without_storage_facts(rec: VDIRecord) -> VDIRecord:
     change (physical_utilisation, sm_config's vhd-parent): an operation that
     was undone leaves a new base under a disk, and writes grow it, without
     changing what the record says about the disk."""
-    return dataclasses.replace(rec, physical_utilisation=0, sm_config={})
+    return replace(rec, physical_utilisation=0, sm_config={})
 
 
 class StandIn:
