@@ -49,12 +49,12 @@ def guard_mutations(monkeypatch, store_cls: type) -> "list[str]":
     never stop between the two. Returns the calls seen, for a test to
     check that the guard saw anything."""
     seen: list[str] = []
-    state = {"last": -1, "depth": 0}
+    state = {"last": 0, "depth": 0}   # points passed at the last mutation
     real_reset = faults.reset_points
 
     def reset() -> None:
         real_reset()
-        state["last"] = -1
+        state["last"] = 0
 
     monkeypatch.setattr(faults, "reset_points", reset)
 
