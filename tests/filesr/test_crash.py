@@ -12,7 +12,7 @@ crash prints the name of its point, and a failed check names it.
 from __future__ import annotations
 
 import pytest
-from helpers.crashes import after_crash, crash_point
+from helpers.crashes import after_crash, crash_env, crash_point
 from helpers.filesr_helpers import FileSRHarness, pattern
 from helpers.revert_scenarios import read_version, write_both
 
@@ -46,7 +46,7 @@ def run_crashes(tmp_path, sr: FileSRHarness, command: str, keys: dict, check) ->
     while True:
         n = len(names) + 1
         copy = sr.copy_to(str(tmp_path / f"crash{n}"))
-        r = copy.run(command, env={CRASH_ENV: str(n)}, **keys)
+        r = copy.run(command, env=crash_env(n, "smlib.stores.file.FileStore"), **keys)
         crashed = r.returncode == CRASH_STATUS
         assert crashed or r.returncode == 0, r.stderr
         name = crash_point(r.stderr)

@@ -78,3 +78,17 @@ def guard_mutations(monkeypatch, store_cls: type) -> "list[str]":
     for name in MUTATING:
         monkeypatch.setattr(store_cls, name, wrap(name, getattr(store_cls, name)))
     return seen
+
+
+_TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GUARD_SITE = os.path.join(_TESTS, "helpers", "mutation_guard")
+
+
+def crash_env(n: int, store: str) -> "dict[str, str]":
+    """The environment of a driver run crashed at point ``n``, with the
+    mutation guard on ``store`` ("module.Class") loaded at start-up
+    (helpers/mutation_guard/sitecustomize.py)."""
+    path = [GUARD_SITE, _TESTS] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                                   if p]
+    return {faults.CRASH_ENV: str(n), "PYTHONPATH": os.pathsep.join(path),
+            "SMLIB_TEST_GUARD_STORE": store}
