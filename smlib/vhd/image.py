@@ -5,6 +5,7 @@ device): its trailing footer is at the end of data, computed from the
 header, BAT and locators. On a regular file the file ends with that footer.
 """
 
+import bisect
 import os
 import sys
 from array import array
@@ -21,7 +22,25 @@ from .writer import Writer
 Resolver = Callable[[str, str], str]
 
 MAX_VIRTUAL_SIZE = geo.MAX_VIRTUAL_SIZE
+# The largest table a disk of at most MAX_VIRTUAL_SIZE needs (4 MiB of BAT):
+# a header asking for more is damaged or hostile, and is refused before any
+# of it is read, so opening costs bounded memory whatever the header says.
+MAX_BAT_ENTRIES = MAX_VIRTUAL_SIZE // geo.BLOCK_SIZE
+MAX_BATMAP_BYTES = geo.batmap_bytes(MAX_BAT_ENTRIES)
+MAX_LOCATOR_BYTES = 64 * 1024         # blktap writes 512; a path never needs more
 _ZERO_BLOCK = bytes(fmt.BLOCK_SIZE)
+
+
+def _no_overlap(path: str, extents: "List[Tuple[int, int, str]]", container: int) -> None:
+    """No two structures share a byte and each lies inside the container."""
+    reach, last = 0, ""
+    for start, length, name in sorted(extents):
+        if start + length > container:
+            raise VHDError(path, start, f"{name} lies past the end of the file")
+        if start < reach:
+            raise VHDError(path, start, f"{name} overlaps the {last}")
+        if start + length > reach:
+            reach, last = start + length, name
 
 
 def zeros(length: int) -> bytes:
@@ -73,6 +92,10 @@ class Image(Writer):
         self._raw = RawFile(path, writable)
         try:
             self._load()
+            if writable:
+                # Checked before any write can land: a BAT entry pointing into
+                # the metadata would have a block write overwrite the header.
+                _ = self.bat
         except BaseException:
             self._raw.close()
             raise
@@ -114,9 +137,15 @@ class Image(Writer):
         self.bitmap_bytes = geo.round_up(-(-self.spb // 8), fmt.SECTOR)
         self.full_bitmap = (1 << self.spb) - 1
         self.max_bat_entries = h.max_bat
+        if h.max_bat > MAX_BAT_ENTRIES or h.max_bat * h.block_size > MAX_VIRTUAL_SIZE:
+            raise VHDError(self.path, hoff + fmt.H_MAX_BAT,
+                           f"a BAT of {h.max_bat} entries of {h.block_size} bytes cannot belong"
+                           f" to a disk of at most {MAX_VIRTUAL_SIZE} bytes")
         if h.table_offset + geo.bat_bytes(h.max_bat) > container:
             raise VHDError(self.path, hoff + fmt.H_TABLE_OFFSET, "BAT extends past end of file")
         self._load_batmap(base, container)
+        self._metadata = self._metadata_extents()
+        _no_overlap(self.path, self._metadata, container)
         self.footer = base
         self.disk_type = base.disk_type
         self.trailing_ok = True
@@ -149,7 +178,8 @@ class Image(Writer):
         if bh is None:
             return
         if bh.offset % fmt.SECTOR or bh.offset + bh.size * fmt.SECTOR > container or \
-                bh.size * fmt.SECTOR * 8 < self.header.max_bat:
+                bh.size * fmt.SECTOR * 8 < self.header.max_bat or \
+                bh.size * fmt.SECTOR > MAX_BATMAP_BYTES:
             raise VHDError(self.path, at, "batmap outside the file or too small")
         self.batmap_header = bh
 
@@ -180,16 +210,54 @@ class Image(Writer):
                 raise VHDError(self.path, h.table_offset, "platform has no 32-bit array")
             if sys.byteorder == "little":
                 bat.byteswap()
-            self._bat = bat
             if raw != b"\xff" * len(raw):
-                limit = self._raw.size() if not self._raw.regular else max(
-                    self._raw.size() - fmt.FOOTER_SIZE, 0)
-                span = self.bitmap_bytes + self.block_size
-                for i, entry in enumerate(bat):
-                    if entry != fmt.UNALLOCATED and entry * fmt.SECTOR + span > limit:
-                        raise VHDError(self.path, h.table_offset + 4 * i,
-                                       f"BAT entry {i} points past the end of the file")
+                self._check_bat(bat)
+            self._bat = bat
         return self._bat
+
+    def _check_bat(self, bat: array) -> None:
+        """Every allocated block lies inside the file, clear of the metadata
+        and of every other block (else a write to it would overwrite them)."""
+        h = self.header
+        limit = self._raw.size() if not self._raw.regular else max(
+            self._raw.size() - fmt.FOOTER_SIZE, 0)
+        span = self.bitmap_bytes + self.block_size
+        blocks = sorted((entry, i) for i, entry in enumerate(bat) if entry != fmt.UNALLOCATED)
+        for entry, i in blocks:
+            if entry * fmt.SECTOR + span > limit:
+                raise VHDError(self.path, h.table_offset + 4 * i,
+                               f"BAT entry {i} points past the end of the file")
+        for (a, i), (b, j) in zip(blocks, blocks[1:]):
+            if b * fmt.SECTOR < a * fmt.SECTOR + span:
+                raise VHDError(self.path, h.table_offset + 4 * j,
+                               f"BAT entry {j} overlaps block {i}")
+        starts = [entry for entry, _ in blocks]
+        for start, length, name in self._metadata:
+            # The last block starting before the structure's end must end before it starts.
+            k = bisect.bisect_left(starts, -(-(start + length) // fmt.SECTOR))
+            if k and starts[k - 1] * fmt.SECTOR + span > start:
+                i = blocks[k - 1][1]
+                raise VHDError(self.path, h.table_offset + 4 * i,
+                               f"BAT entry {i} overlaps the {name}")
+
+    def _metadata_extents(self) -> "List[Tuple[int, int, str]]":
+        """(offset, length, name) of every structure but the blocks and the
+        trailing footer."""
+        h = self.header
+        out = [(0, fmt.FOOTER_SIZE, "footer copy"),
+               (self.header_offset, fmt.HEADER_SIZE, "header"),
+               (h.table_offset, geo.bat_bytes(h.max_bat), "BAT")]
+        bh = self.batmap_header
+        if bh is not None:
+            out.append((self.batmap_header_offset, fmt.SECTOR, "batmap header"))
+            out.append((bh.offset, bh.size * fmt.SECTOR, "batmap"))
+        for loc in h.locators:
+            if loc.code != fmt.PLAT_NONE:
+                if loc.space > MAX_LOCATOR_BYTES or loc.length > MAX_LOCATOR_BYTES:
+                    raise VHDError(self.path, self.header_offset + fmt.H_LOCATORS,
+                                   f"parent locator of {max(loc.space, loc.length)} bytes")
+                out.append((loc.offset, loc.space, "parent locator"))
+        return out
 
     def _metadata_end(self) -> int:
         h = self.header
@@ -242,7 +310,7 @@ class Image(Writer):
             loc = by_code.get(code)
             if loc is None or loc.length == 0:
                 continue
-            if loc.length > max(loc.space, geo.LOCATOR_SPACE) or \
+            if loc.length > min(max(loc.space, geo.LOCATOR_SPACE), MAX_LOCATOR_BYTES) or \
                     loc.offset + loc.length > self.container_size:
                 raise VHDError(self.path, loc.offset, "parent locator outside the file")
             rel = fmt.decode_locator(code, self._raw.read_at(loc.offset, loc.length))
