@@ -40,6 +40,7 @@ class TreeSR(SR):
     """A VHD-tree SR over ``STORE``; subclasses only pick the store."""
 
     STORE = ("smlib.stores.base", "Store")  # a concrete subclass names its store class
+    UUID_KEYS = ("sr_uuid",)  # VG names, lock paths: never anything else
     CONTENT_TYPE = "vhd"  # sm's sr_vditype for VHD SRs
 
     def __init__(self, call) -> None:
@@ -82,6 +83,10 @@ class TreeSR(SR):
                 self._tell(tree, before)
         except VHDError as e:
             # A change it interrupted is in the journal.
+            raise image_error(e) from None
+        except OSError as e:
+            if e.errno != 28:  # ENOSPC: anywhere, the SR is full (44), not a crash
+                raise
             raise image_error(e) from None
         finally:
             store.close()
@@ -155,9 +160,17 @@ class TreeSR(SR):
 
     def sr_delete(self) -> None:
         with self.tree() as tree:
-            visible = [r.uuid for r in tree.meta.visible()]
-            if visible:
-                raise SRError.from_name("SRNotEmpty", f"{len(visible)} VDIs remain")
+            # Decided from the volumes present, not from the metadata alone:
+            # lost or damaged metadata must never let the disks go with it.
+            visible = {r.uuid for r in tree.meta.visible()}
+            unknown = {n for n in tree.store.list_volumes() if n not in tree.meta.vdis}
+            strays = set(tree.store.strays())
+            remaining = visible | unknown | strays
+            if remaining:
+                raise SRError.from_name(
+                    "SRNotEmpty", f"{len(remaining)} volumes remain, e.g. {sorted(remaining)[0]}"
+                    + (f" ({len(unknown | strays)} unknown to the metadata: sr_scan lists them)"
+                       if unknown | strays else ""))
             for name in tree.store.list_volumes():
                 tree.store.remove(name)
             tree.store.sr_delete()
@@ -173,8 +186,19 @@ class TreeSR(SR):
         return None
 
     def sr_detach(self) -> None:
-        with self.tree() as tree:
-            tree.store.sr_detach()
+        store = self.store()
+        try:
+            with self.tree(store) as tree:
+                tree.store.sr_detach()
+        except SRError as e:
+            if e.name != "SRUnavailable":
+                raise
+            # The storage vanished behind the SR's back: nothing is left to
+            # detach from it, but what this host still maps of it goes.
+            from smlib.protocol import log
+
+            store.release_host_resources()
+            log.write(type(self).__name__, f"sr_detach: {e}; host resources released")
 
     def sr_scan(self) -> None:
         from smlib.xapi import db

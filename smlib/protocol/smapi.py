@@ -14,6 +14,7 @@ import time
 from smlib.protocol import log, xmlrpc
 from smlib.protocol.errors import SRError
 from smlib.protocol.sr import SR, Call
+from smlib.uuids import is_uuid_text
 
 # A request larger than this is refused before parsing (the kernel caps one
 # argument at 128 KiB anyway; this bounds in-process callers too).
@@ -114,7 +115,7 @@ def _bad_request(detail: str) -> SRError:
     return SRError.from_name("BadRequest", opterr=detail)
 
 
-def parse_request(argv: "list[str]") -> dict:
+def parse_request(argv: "list[str]", uuid_keys: "tuple[str, ...]" = ()) -> dict:
     """argv (without argv[0]) -> the checked params struct; BadRequest otherwise."""
     if len(argv) != 1:
         raise _bad_request(
@@ -138,12 +139,13 @@ def parse_request(argv: "list[str]") -> dict:
     if len(params) != 1 or not isinstance(params[0], dict):
         raise _bad_request("the methodCall must carry exactly one struct param")
     request = params[0]
-    check_request(method_name, request)
+    check_request(method_name, request, uuid_keys)
     return request
 
 
-def check_request(method_name: str, request: dict) -> None:
-    """The keys the command needs are there and every known key has its type."""
+def check_request(method_name: str, request: dict, uuid_keys: "tuple[str, ...]" = ()) -> None:
+    """The keys the command needs are there and every known key has its type;
+    each of ``uuid_keys`` present is a uuid (the driver's ``SR.UUID_KEYS``)."""
     always = ALWAYS
     if request.get("command") in FROM_CONFIG and request.get("command") == method_name:
         always = ("command", "device_config")
@@ -154,6 +156,13 @@ def check_request(method_name: str, request: dict) -> None:
         expected = KEY_TYPES.get(key)
         if expected is not None and not expected[0](value):
             raise _bad_request(f"key {key!r} must be {expected[1]}")
+    for key in uuid_keys:
+        # Where the driver puts these into paths and lvm2 command lines (VG
+        # names, lock files), anything but a uuid is refused here, before
+        # any store is built.
+        value = request.get(key)
+        if value is not None and not is_uuid_text(value):
+            raise _bad_request(f"key {key!r} must be a uuid, not {_short(value)}")
     command = request["command"]
     if command != method_name:
         raise _bad_request(
@@ -175,7 +184,7 @@ def handle(driver_cls: "type[SR]", argv: "list[str]") -> str:
     ident = driver_cls.__name__
     call: Call | None = None
     try:
-        call = Call(parse_request(argv))
+        call = Call(parse_request(argv, driver_cls.UUID_KEYS))
         result = getattr(driver_cls(call), call.command)()
         response = xmlrpc.dumps_response(result)
         outcome = "ok"

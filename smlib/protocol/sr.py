@@ -107,6 +107,9 @@ class SR:
     EXTRA_CAPABILITIES: "tuple[str, ...]" = ()
     # sr_content_type's answer: sm's sr_vditype ("vhd" for VHD SRs, "phy" ...).
     CONTENT_TYPE = ""
+    # Request keys that must be uuids when present (143 otherwise): those the
+    # driver lets reach a path or a command line.
+    UUID_KEYS: "tuple[str, ...]" = ()
 
     def __init__(self, call: Call) -> None:
         self.call = call

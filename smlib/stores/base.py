@@ -149,6 +149,11 @@ class Store(abc.ABC):
         """Undo ``sr_attach``. Default: nothing to do."""
         return None  # optional hook: most stores need nothing here
 
+    def release_host_resources(self) -> None:
+        """After the SR's storage vanished: undo whatever this host still
+        holds of it (the loop windows of the LVM tests). Default: none."""
+        return None  # optional hook: most stores hold nothing
+
     def probe(self) -> "list[dict[str, str]]":
         """SRs found at this device_config, as ``[{"uuid": ...}, ...]``
         (empty when none). Reads only. A store whose own names do not tell
@@ -170,6 +175,12 @@ class Store(abc.ABC):
     def list_volumes(self) -> "list[str]":
         """Names of every volume present, VDI and transient ones alike
         (never the store's bookkeeping files / LVs). Reads only."""
+
+    def strays(self) -> "dict[str, str]":
+        """Entries named like volumes that are no volume (the file store: a
+        symlink, a directory, a FIFO ...) -> what they are. They are never
+        opened; sr_scan lists them as damaged so that they can be deleted."""
+        return {}
 
     @abc.abstractmethod
     def exists(self, name: str) -> bool:
@@ -295,6 +306,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def journal_items(self) -> "dict[str, bytes]":
         """Every journal record present, by key."""
+
+    def journal_location(self, key: str) -> str:
+        """Where journal record ``key`` lives, for an operator (a path when
+        there is one)."""
+        return f"journal record {key!r} of SR {self.sr_uuid}"
 
     @abc.abstractmethod
     def journal_remove(self, key: str) -> None:

@@ -7,7 +7,9 @@ writes it). Bookkeeping lives in ``<location>/.sm/``: ``metadata.xml``,
 ``os``/``shutil`` calls that pyfakefs fakes are used here.
 """
 
+import errno
 import os
+import stat
 import sys
 from typing import Optional
 
@@ -25,14 +27,45 @@ PART = ".part"
 
 
 def write_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old or new file."""
+    """Write ``data`` to ``path`` so that a crash leaves the old or new file.
+    A failure (a full filesystem, an entry of the wrong kind in the way) is
+    an SRError naming the path, and leaves no partial file."""
     tmp = path + PART
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_path(os.path.dirname(path))
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_path(os.path.dirname(path))
+    except OSError as e:
+        _unlink_quietly(tmp)
+        raise bookkeeping_error(path, e) from None
+
+
+def bookkeeping_error(path: str, e: OSError) -> SRError:
+    """ENOSPC is SRNoSpace (44); anything else about the SR's own files is a
+    MetadataError (181) naming the path, for an operator to look at."""
+    if e.errno == errno.ENOSPC:
+        return SRError.from_name("SRNoSpace", f"{path}: {e.strerror}")
+    return SRError.from_name("MetadataError", f"{path}: {e.strerror or e}")
+
+
+def entry_kind(path: str) -> Optional[str]:
+    """None for a regular file; otherwise what the entry is (never follows
+    a symlink, never opens anything: a FIFO would block the open)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in ((stat.S_ISLNK, "a symlink"), (stat.S_ISDIR, "a directory"),
+                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISCHR, "a character device")):
+        if test(mode):
+            return kind
+    return "not a regular file"
 
 
 class FileStore(Store):
@@ -45,6 +78,10 @@ class FileStore(Store):
         location = device_config.get("location", "")
         if not location:
             raise SRError.from_name("ConfigLocationMissing")
+        if not os.path.isabs(location):
+            # Relative to whatever directory the driver happens to run in.
+            raise SRError.from_name("BadRequest",
+                                    f"location {location!r} is not an absolute path")
         self.dir = os.path.abspath(location)
         self.sm_dir = os.path.join(self.dir, SM_DIR)
         self.journal_dir = os.path.join(self.sm_dir, JOURNAL_DIR)
@@ -62,11 +99,19 @@ class FileStore(Store):
         if os.path.exists(self.dir):
             if not os.path.isdir(self.dir):
                 raise SRError.from_name("SRUnavailable", f"{self.dir} is not a directory")
-            if os.listdir(self.dir):
-                raise SRError.from_name("SRExists", f"{self.dir} is not empty")
-        else:
-            os.makedirs(self.dir)
-        os.makedirs(self.journal_dir)
+            entries = sorted(os.listdir(self.dir))
+            if entries:
+                shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+                raise SRError.from_name(
+                    "SRExists", f"{self.dir} holds no SR but is not empty: "
+                    f"{len(entries)} entries ({shown})")
+        try:
+            os.makedirs(self.dir, exist_ok=True)
+            os.makedirs(self.journal_dir)
+        except OSError as e:
+            where = e.filename or self.dir
+            raise SRError.from_name("SRUnavailable",
+                                    f"cannot create {where}: {e.strerror}") from None
         fsync_path(self.sm_dir)
         fsync_path(self.dir)
 
@@ -108,15 +153,27 @@ class FileStore(Store):
             raise ValueError(f"not a volume name: {name!r}")
         return os.path.join(self.dir, name + SUFFIX)
 
-    def list_volumes(self) -> "list[str]":
-        out = []
+    def _named_entries(self) -> "dict[str, Optional[str]]":
+        """Entries named like volumes -> None (a regular file) or their kind."""
+        out = {}
         for entry in os.listdir(self.dir):
             if entry.endswith(SUFFIX) and is_volume_name(entry[: -len(SUFFIX)]):
-                out.append(entry[: -len(SUFFIX)])
+                out[entry[: -len(SUFFIX)]] = entry_kind(os.path.join(self.dir, entry))
         return out
 
+    def list_volumes(self) -> "list[str]":
+        # Only regular files are volumes: a symlink could lead out of the SR
+        # and a FIFO would block the open that reads it.
+        return [name for name, kind in self._named_entries().items() if kind is None]
+
+    def strays(self) -> "dict[str, str]":
+        return {name: kind for name, kind in self._named_entries().items()
+                if kind not in (None, "missing")}
+
     def exists(self, name: str) -> bool:
-        return os.path.exists(self._path(name))
+        # Anything at the name counts (a stray must not be overwritten by a
+        # new volume); only activate() decides whether it may be opened.
+        return os.path.lexists(self._path(name))
 
     def locator(self, name: str) -> str:
         return name + SUFFIX
@@ -138,16 +195,16 @@ class FileStore(Store):
         from smlib import vhd
 
         path = self._path(name)
-        if os.path.exists(path):
+        if os.path.lexists(path):
             raise SRError.from_name("VDIExists", name)
         tmp = path + PART
         try:
             make(tmp, vhd)
             os.rename(tmp, path)
             self._dirty = True
-        except OSError as e:
+        except (OSError, vhd.VHDError) as e:
             _unlink(tmp)
-            if e.errno == 28:  # ENOSPC
+            if e.errno == errno.ENOSPC:
                 raise SRError.from_name("SRNoSpace", str(e)) from e
             raise
         except BaseException:
@@ -158,14 +215,14 @@ class FileStore(Store):
         self._build(name, lambda tmp, vhd: vhd.create(tmp, virtual_size, hidden=hidden))
 
     def create_child(self, name: str, parent: str, *, hidden: bool = False) -> None:
-        parent_path = self._path(parent)
+        parent_path = self.activate(parent)
         locator = self.locator(parent)
         self._build(name, lambda tmp, vhd: vhd.snapshot(
             tmp, parent_path, parent_locator=locator, hidden=hidden, resolver=self.resolver))
 
     def rename(self, old: str, new: str) -> None:
         dst = self._path(new)
-        if os.path.exists(dst):
+        if os.path.lexists(dst):
             raise SRError.from_name("VDIExists", new)
         os.rename(self._path(old), dst)
         self._dirty = True
@@ -184,6 +241,14 @@ class FileStore(Store):
 
     def remove(self, name: str) -> None:
         path = self._path(name)
+        if entry_kind(path) == "a directory":
+            try:
+                os.rmdir(path)
+            except OSError as e:
+                raise SRError.from_name("VDIDelete", f"{path} is a directory: {e.strerror};"
+                                        " an operator must remove it") from None
+            self._dirty = True
+            return
         held = _hold_if_large(path)
         try:
             _unlink(path)
@@ -192,10 +257,17 @@ class FileStore(Store):
             _release_in_background(held)
 
     def activate(self, name: str, *, keep: bool = False) -> str:
-        return self._path(name)
+        path = self._path(name)
+        kind = entry_kind(path)
+        if kind is not None:
+            raise SRError.from_name("VDIUnavailable", f"{path} is {kind}, not a regular file")
+        return path
 
     def utilisation(self, name: str) -> int:
-        return os.stat(self._path(name)).st_size
+        try:
+            return os.lstat(self._path(name)).st_size
+        except FileNotFoundError:
+            return 0
 
     def sync(self) -> None:
         if self._dirty:
@@ -213,18 +285,25 @@ class FileStore(Store):
         for entry in self.garbage_files():
             _unlink(os.path.join(self.dir, entry))
         for where in (self.sm_dir, self.journal_dir):
-            for entry in os.listdir(where):
+            try:
+                entries = os.listdir(where)
+            except OSError as e:
+                raise bookkeeping_error(where, e) from None
+            for entry in entries:
                 if entry.endswith(PART):  # a write_atomic cut short
                     _unlink(os.path.join(where, entry))
 
     # -------------------------------------------------- SR bookkeeping
 
     def read_metadata(self) -> Optional[bytes]:
+        path = os.path.join(self.sm_dir, METADATA)
         try:
-            with open(os.path.join(self.sm_dir, METADATA), "rb") as f:
+            with open(path, "rb") as f:
                 return f.read()
         except FileNotFoundError:
             return None
+        except OSError as e:
+            raise bookkeeping_error(path, e) from None
 
     def write_metadata(self, data: bytes) -> None:
         write_atomic(os.path.join(self.sm_dir, METADATA), data)
@@ -238,12 +317,24 @@ class FileStore(Store):
             entries = os.listdir(self.journal_dir)
         except FileNotFoundError:
             return out
+        except OSError as e:
+            raise bookkeeping_error(self.journal_dir, e) from None
         for key in entries:
             if key.endswith(PART):
                 continue  # an unfinished put: its intent was never recorded
-            with open(os.path.join(self.journal_dir, key), "rb") as f:
-                out[key] = f.read()
+            path = os.path.join(self.journal_dir, key)
+            try:
+                if entry_kind(path) is not None:
+                    raise SRError.from_name("MetadataError",
+                                            f"{path}: {entry_kind(path)} among the journal records")
+                with open(path, "rb") as f:
+                    out[key] = f.read()
+            except OSError as e:
+                raise bookkeeping_error(path, e) from None
         return out
+
+    def journal_location(self, key: str) -> str:
+        return os.path.join(self.journal_dir, key)
 
     def journal_remove(self, key: str) -> None:
         # No fsync: the change's last writes are durable already (sync()
@@ -269,6 +360,13 @@ def _disk_usage(path: str) -> "tuple[int, int]":
     return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
 
 
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)
@@ -286,13 +384,15 @@ RELEASE_IN_BACKGROUND = 64 << 20
 
 
 def _hold_if_large(path: str) -> Optional[int]:
-    """A read-only descriptor on path when it is worth freeing in the background."""
+    """A read-only descriptor on path when it is worth freeing in the background
+    (a large regular file only: never follows a symlink nor opens a FIFO)."""
     if not hasattr(os, "fork"):
         return None
     try:
-        if os.stat(path).st_size < RELEASE_IN_BACKGROUND:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size < RELEASE_IN_BACKGROUND:
             return None
-        return os.open(path, os.O_RDONLY)
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
 

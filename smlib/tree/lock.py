@@ -25,8 +25,16 @@ class SRLock:
         self._fd: Optional[int] = None
 
     def acquire(self) -> None:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as e:
+            # A directory or a dangling link where the lock file belongs: an
+            # operator must look (181 with the path), not a crash (1200).
+            from smlib.protocol.errors import SRError
+
+            raise SRError.from_name("MetadataError", f"SR lock {self.path}: {e.strerror}") \
+                from None
         deadline = time.monotonic() + self.timeout
         delay = _POLL_START
         while True:

@@ -41,6 +41,11 @@ DEFAULTS: dict = {
     "type": "user",
     "attached": False,
     "active": False,
+    # Why the volume cannot be used ("" when it can): sr_scan found its image
+    # damaged, its parent missing, or no regular file where it belongs. Such a
+    # VDI is listed (so a toolstack can see and delete it) and refused by
+    # every other command; GC never touches it. Written only when set.
+    "damaged": "",
 }
 
 
@@ -119,7 +124,8 @@ class Metadata:
         root = ET.Element("sr", uuid=self.sr_uuid, version=VERSION)
         for uuid in sorted(self.vdis):
             rec = self.vdis[uuid]
-            ET.SubElement(root, "vdi", {n: _attr(rec, n) for n in _FIELDS})
+            ET.SubElement(root, "vdi", {n: _attr(rec, n) for n in _FIELDS
+                                        if n != "damaged" or rec.damaged})
         # The declaration by hand: tostring's xml_declaration= is 3.8 (dom0: 3.6).
         return XML_DECLARATION + ET.tostring(root, encoding="unicode").encode("utf-8")
 

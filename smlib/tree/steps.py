@@ -43,6 +43,8 @@ def image_error(exc: Exception, code: str = "VDIUnavailable", volume: str = "",
     ``path_free``: the library's message without the image's path (``what``),
     where that path is an internal one (a temporary volume)."""
     text = getattr(exc, "what", str(exc)) if path_free else str(exc)
+    if getattr(exc, "errno", None) == 28:  # ENOSPC: the SR is full, whatever wrote
+        code = "SRNoSpace"
     return err(code, f"{volume}: {text}" if volume else text)
 
 
@@ -104,6 +106,33 @@ class Steps:
             yield img
         finally:
             img.close()
+
+    def inspect(self, name: str) -> None:
+        """Refuse (VDIUnavailable, nothing changed) an image a command is
+        about to change unless it is whole: header, footer and BAT valid (no
+        block in the metadata, past the end or overlapping another), 2 MiB
+        blocks, and a parent that is one of the SR's volumes with the uuid
+        the header names. Called before the journal record is written, so a
+        damaged image never leaves a half-done change behind."""
+        with self.open(name) as img:
+            self.inspect_open(name, img)
+
+    def inspect_open(self, name: str, img: "Image") -> None:
+        from smlib import vhd
+        from smlib.vhd.geometry import BLOCK_SIZE
+
+        try:
+            _ = img.bat  # loading it checks every entry against the file
+            if img.block_size != BLOCK_SIZE:
+                raise vhd.VHDError(img.path, None,
+                                   f"block size {img.block_size}, not {BLOCK_SIZE}")
+            if img.parent_locator is not None:
+                parent = self.parent_of(img)
+                if not self.store.exists(parent):
+                    raise vhd.VHDError(img.path, None, f"parent {parent} missing")
+                img.parent()  # readable, and the uuid the header names
+        except (vhd.VHDError, OSError) as e:
+            raise image_error(e, volume=name) from None
 
     def parent_of(self, img: "Image") -> str:
         """The volume name an open image's parent locator names ("" for none)."""

@@ -21,7 +21,7 @@ from smlib.faults import mutation_point
 from smlib.protocol.errors import SRError
 from smlib.stores.base import Store, is_uuid, split_transient
 from smlib.tree.gc import GC
-from smlib.tree.journal import Handler
+from smlib.tree.journal import ASIDE, Handler
 from smlib.tree.metadata import VolumeRecord
 from smlib.tree.steps import BASE_LABEL, Steps, base_record, err, image_error, volume_cost
 from smlib.uuids import uuid4
@@ -69,6 +69,8 @@ class Tree(Steps):
         rec = self.lookup(uuid, what)
         if rec.hidden:
             raise err("VDIUnavailable", f"{what} {rec.uuid} is a hidden base")
+        if rec.damaged:
+            raise err("VDIUnavailable", f"{what} {rec.uuid} is damaged: {rec.damaged}")
         return rec
 
     def not_in_use(self, rec: VolumeRecord, what: str) -> None:
@@ -93,8 +95,12 @@ class Tree(Steps):
             self.gc.collect()
 
     def remove_transients(self) -> None:
+        # A record set aside for an operator may need its transient volumes.
+        kept = [data for key, data in self.store.journal_items().items()
+                if key.startswith(ASIDE)]
         for name in self.store.list_volumes():
-            if split_transient(name):
+            parts = split_transient(name)
+            if parts and not any(parts[0].encode() in data for data in kept):
                 mutation_point("scan.remove-transient")
                 self.store.remove(name)
         mutation_point("scan.remove-garbage")
@@ -145,6 +151,7 @@ class Tree(Steps):
         )
         if kind != "clone":
             new_fields.update(is_a_snapshot=True, snapshot_of=leaf, snapshot_time=now_stamp())
+        self.inspect(leaf)
         if self.meta.children(leaf):
             # A visible parent (single snapshot) is frozen already: the new
             # VDI is simply one more child of it.
@@ -189,6 +196,7 @@ class Tree(Steps):
         self.not_in_use(t, "target")
         self.writable(t, "target")
         with self.open(snap) as img:
+            self.inspect_open(snap, img)  # it may become a base: whole, or refused
             s_empty = img.is_empty()
             s_size = img.virtual_size
             s_parent = self.parent_of(img)
@@ -222,13 +230,30 @@ class Tree(Steps):
     # ------------------------------------------------------------ delete
 
     def delete(self, uuid: str) -> None:
-        rec = self.visible(uuid, "VDI")
+        rec = self.lookup(uuid, "VDI")
+        if rec.hidden:
+            raise err("VDIUnavailable", f"VDI {rec.uuid} is a hidden base")
         self.not_in_use(rec, "VDI")
         # A VDI with children (a single snapshot) cannot go: it becomes a
         # base, which GC removes once nothing needs it.
         op = "hide" if self.meta.children(uuid) else "delete"
+        if op == "hide":
+            if rec.damaged:
+                raise err("VDIUnavailable", f"VDI {uuid} is damaged ({rec.damaged}) and has "
+                          "children: it cannot become their base")
+            self.inspect(uuid)
         r = {"op": op, "uuid": uuid}
-        self.journal.begin(uuid, r)
+        try:
+            self.journal.begin(uuid, r)
+        except SRError as e:
+            if e.name != "SRNoSpace" or op != "delete":
+                raise
+            # A full filesystem must not keep a disk from being deleted:
+            # removing the volume is one atomic step and frees the space the
+            # metadata write needs. (A crash in between leaves a record
+            # without a volume, which vdi_list marks and sr_scan drops.)
+            self.delete_fwd(r)
+            return
         self.handlers()[op](r)
         self.journal.end(uuid)
         self.gc.collect()
@@ -249,6 +274,7 @@ class Tree(Steps):
         if size == rec.virtual_size:
             return rec
         self.ensure_space(geometry.resize_cost(rec.virtual_size, size))
+        self.inspect(uuid)
         r = {"op": "resize", "uuid": uuid, "size": size}
         self.journal.begin(uuid, r)
         if self.store.SIZED_CONTAINERS:
@@ -314,6 +340,8 @@ class Tree(Steps):
 
     def _record_from_image(self, uuid: str, rec: VolumeRecord) -> VolumeRecord:
         with self.open(uuid) as img:
+            self.inspect_open(uuid, img)
+            rec.damaged = ""
             rec.parent = self.parent_of(img)
             rec.hidden = img.hidden
             rec.virtual_size = img.virtual_size
@@ -326,18 +354,39 @@ class Tree(Steps):
     # -------------------------------------------------------------- scan
 
     def scan(self) -> None:
-        """Make the metadata agree with the volumes, then collect garbage."""
+        """Make the metadata agree with the volumes, then collect garbage.
+
+        One bad volume does not fail the scan: a damaged image, a volume
+        whose parent is missing, and an entry that is no volume at all (the
+        store's strays) are recorded as damaged, listed, and refused by
+        every command but vdi_delete."""
+        from smlib.protocol import log
+
         self.remove_transients()
         names = {n for n in self.store.list_volumes() if is_uuid(n)}
+        strays = {n: kind for n, kind in self.store.strays().items() if is_uuid(n)}
         before = self.meta.serialise()
         for uuid in list(self.meta.vdis):
-            if uuid not in names:
+            if uuid not in names and uuid not in strays:
                 del self.meta.vdis[uuid]
         for uuid in sorted(names):
             rec = self.meta.vdis.get(uuid)
             if rec is not None and rec.attached:
                 continue  # a guest may be writing it: its record stands
-            self.meta.vdis[uuid] = self._record_from_image(uuid, rec or VolumeRecord(uuid=uuid))
+            if rec is None:
+                log.write("scan", f"SR {self.meta.sr_uuid}: volume {uuid} had no record")
+                rec = VolumeRecord(uuid=uuid)
+            try:
+                self.meta.vdis[uuid] = self._record_from_image(uuid, rec)
+            except SRError as e:
+                rec.damaged = str(e)
+                self.meta.vdis[uuid] = rec
+        for uuid, kind in sorted(strays.items()):
+            rec = self.meta.vdis.setdefault(uuid, VolumeRecord(uuid=uuid))
+            rec.damaged = f"{kind}, not a volume"
+        for rec in self.meta.vdis.values():
+            if rec.damaged:
+                log.write("scan", f"SR {self.meta.sr_uuid}: {rec.uuid} damaged: {rec.damaged}")
         if self.meta.serialise() != before:
             self.save()
         self.gc.collect()
@@ -347,11 +396,13 @@ class Tree(Steps):
         out = []
         for uuid in sorted(self.meta.vdis):
             rec = self.meta.vdis[uuid]
+            present = self.store.exists(uuid)
+            damaged = rec.damaged or ("" if present else "volume missing")
             out.append({
                 "uuid": uuid,
                 "location": self.store.location(uuid),
                 "virtual_size": str(rec.virtual_size),
-                "physical_utilisation": str(self.store.utilisation(uuid)),
+                "physical_utilisation": str(self.store.utilisation(uuid) if present else 0),
                 "parent": rec.parent,
                 "hidden": rec.hidden,
                 "read_only": rec.read_only,
@@ -359,5 +410,6 @@ class Tree(Steps):
                 "snapshot_of": rec.snapshot_of,
                 "name_label": rec.name_label,
                 "attached": rec.attached,
+                "damaged": damaged,
             })
         return out

@@ -23,7 +23,8 @@ class RawFile:
             # Unbuffered: we always read and write whole runs ourselves.
             self._f = open(path, mode, buffering=0)  # noqa: SIM115
         except OSError as exc:
-            raise VHDError(path, None, f"cannot open: {exc.strerror or exc}") from exc
+            raise VHDError(path, None, f"cannot open: {exc.strerror or exc}",
+                           exc.errno) from exc
         try:
             self.regular = stat.S_ISREG(os.fstat(self._f.fileno()).st_mode)
         except (OSError, ValueError):
@@ -76,7 +77,8 @@ class RawFile:
                     raise VHDError(self.path, offset, "short write")
                 view = view[done:]
         except OSError as exc:
-            raise VHDError(self.path, offset, f"write error: {exc.strerror or exc}") from exc
+            raise VHDError(self.path, offset, f"write error: {exc.strerror or exc}",
+                           exc.errno) from exc
         self.dirty = True
 
     def truncate(self, size: int) -> None:
@@ -85,7 +87,8 @@ class RawFile:
             try:
                 self._f.truncate(size)
             except OSError as exc:
-                raise VHDError(self.path, size, f"truncate: {exc.strerror or exc}") from exc
+                raise VHDError(self.path, size, f"truncate: {exc.strerror or exc}",
+                           exc.errno) from exc
             self.dirty = True
 
     def sync(self) -> None:
@@ -94,7 +97,8 @@ class RawFile:
                 self._f.flush()
                 os.fsync(self._f.fileno())
             except OSError as exc:
-                raise VHDError(self.path, None, f"fsync: {exc.strerror or exc}") from exc
+                raise VHDError(self.path, None, f"fsync: {exc.strerror or exc}",
+                           exc.errno) from exc
             self.dirty = False
 
     def close(self) -> None:

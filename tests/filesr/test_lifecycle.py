@@ -11,7 +11,8 @@ from helpers.filesr_helpers import DISK, FileSRHarness, pattern, tree_hashes
 from smlib import vhd
 
 LIST_KEYS = {"uuid", "location", "virtual_size", "physical_utilisation", "parent", "hidden",
-             "read_only", "is_a_snapshot", "snapshot_of", "name_label", "attached"}
+             "read_only", "is_a_snapshot", "snapshot_of", "name_label", "attached",
+             "damaged"}
 
 
 def test_sr_create_adopts_only_an_empty_directory(tmp_path, harness_fns):
@@ -53,6 +54,7 @@ def test_vdi_create_records_its_arguments(filesr):
         ("my disk", True, src, True)
     assert v["location"] == res["uuid"] == res["location"]
     assert v["parent"] == "" and v["hidden"] is False and v["attached"] is False
+    assert v["damaged"] == ""
 
 
 def test_attach_activate_state(filesr):

@@ -94,6 +94,34 @@ class FileSRHarness(SRHarness):
                                         str(img.virtual_size))
         return facts
 
+    # ---------------------------------------- behind the driver's back
+
+    def damage(self, uuid: str, how) -> None:
+        how(self.path(uuid))
+
+    def edit_metadata(self, edit) -> None:
+        path = os.path.join(self.location, ".sm", "metadata.xml")
+        with open(path, "rb") as f:
+            data = f.read()
+        with open(path, "wb") as f:
+            f.write(edit(data))
+
+    def put_journal(self, key: str, data: bytes) -> None:
+        with open(os.path.join(self.location, ".sm", "journal", key), "wb") as f:
+            f.write(data)
+
+    def drop_journal(self, key: str) -> None:
+        os.unlink(os.path.join(self.location, ".sm", "journal", key))
+
+    def journal_keys(self) -> list[str]:
+        return sorted(os.listdir(os.path.join(self.location, ".sm", "journal")))
+
+    def volumes(self) -> list[str]:
+        return sorted(f[:-4] for f in self.files() if f.endswith(".vhd"))
+
+    def drop_volume(self, uuid: str) -> None:
+        os.unlink(self.path(uuid))
+
     def copy_to(self, dest_root: str) -> FileSRHarness:
         """A copy of this SR (same uuid) under dest_root."""
         other = FileSRHarness(dest_root, self.fns)

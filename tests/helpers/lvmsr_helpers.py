@@ -150,3 +150,41 @@ class LVMSRHarness(SRHarness):
         finally:
             store.close()
         return listing
+
+    # ---------------------------------------- behind the driver's back
+
+    def damage(self, uuid: str, how) -> None:
+        store = self.store()
+        try:
+            how(store.activate(uuid))
+        finally:
+            store.close()
+
+    def _bookkeeping(self, change) -> None:
+        """Change the MGT state through a store of its own (the driver's
+        format, written as the driver writes it)."""
+        store = self.store()
+        try:
+            change(store)
+        finally:
+            store.close()
+
+    def edit_metadata(self, edit) -> None:
+        self._bookkeeping(lambda s: s.write_metadata(edit(s.read_metadata() or b"")))
+
+    def put_journal(self, key: str, data: bytes) -> None:
+        self._bookkeeping(lambda s: s.journal_put(key, data))
+
+    def drop_journal(self, key: str) -> None:
+        self._bookkeeping(lambda s: s.journal_remove(key))
+
+    def journal_keys(self) -> list[str]:
+        keys: list[str] = []
+        self._bookkeeping(lambda s: keys.extend(sorted(s.journal_items())))
+        return keys
+
+    def volumes(self) -> list[str]:
+        return sorted(lv[len(LV_PREFIX):] for lv in self.lvs() if lv.startswith(LV_PREFIX))
+
+    def drop_volume(self, uuid: str) -> None:
+        lvm.lvremove(self.vg, [LV_PREFIX + uuid])

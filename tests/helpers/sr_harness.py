@@ -74,9 +74,9 @@ class SRHarness(abc.ABC):
         keys = {"device_config": self.dc, "sr_uuid": self.sr_uuid, **keys}
         return self.fns[1](command, **keys)
 
-    def run(self, command: str, *, env: Optional[dict] = None, **keys):
+    def run(self, command: str, *, env: Optional[dict] = None, timeout: float = 60, **keys):
         """The real executable; returns the DriverRun."""
-        return self.fns[0](self.DRIVER, self.params(command, **keys), env=env)
+        return self.fns[0](self.DRIVER, self.params(command, **keys), env=env, timeout=timeout)
 
     def ok(self, command: str, **keys):
         r = self.run(command, **keys)
@@ -140,3 +140,35 @@ class SRHarness(abc.ABC):
             assert facts[uuid] == (v["parent"], v["hidden"], v["virtual_size"]), uuid
         self.check_all()
         return listing
+
+    # ---------------------------------------- behind the driver's back
+    # What a failing disk, a careless operator or an attacker does to the
+    # SR's storage (tests/hostile_scenarios.py); each store says how.
+
+    @abc.abstractmethod
+    def damage(self, uuid: str, how: Callable[[str], None]) -> None:
+        """Call ``how(path)`` on the volume's bytes (a file or a device)."""
+
+    @abc.abstractmethod
+    def edit_metadata(self, edit: Callable[[bytes], bytes]) -> None:
+        """Replace the SR metadata document by ``edit(document)``."""
+
+    @abc.abstractmethod
+    def put_journal(self, key: str, data: bytes) -> None:
+        """Add (or overwrite) a raw journal record."""
+
+    @abc.abstractmethod
+    def drop_journal(self, key: str) -> None:
+        """Remove a journal record, as an operator would."""
+
+    @abc.abstractmethod
+    def journal_keys(self) -> list[str]:
+        """The keys of the journal records present."""
+
+    @abc.abstractmethod
+    def volumes(self) -> list[str]:
+        """Names of the volumes present (files / LVs), bookkeeping excluded."""
+
+    @abc.abstractmethod
+    def drop_volume(self, uuid: str) -> None:
+        """Remove a volume without telling the driver."""

@@ -54,6 +54,10 @@ class LVChangeActivation:
         """device-mapper follows lvresize by itself; the path stays valid."""
         return None
 
+    def release_devices(self, store: Store) -> None:
+        """Nothing to find without the VG's metadata (device-mapper names)."""
+        return None
+
 
 def loop_devices() -> "dict[str, tuple[str, int, int]]":
     """Attached loop devices: /dev/loopN -> (backing file, offset, sizelimit).
@@ -153,6 +157,13 @@ class LoopActivation:
         for dev in self._windows(pv, offset, size):
             fsync_path(dev)
             _losetup(["-d", dev])
+
+    def release_devices(self, store: Store) -> None:
+        """Detach every window over the SR's devices (its VG is gone)."""
+        reals = {os.path.realpath(dev) for dev in store.devices}
+        for dev, (backing, _, _) in sorted(loop_devices().items()):
+            if os.path.realpath(backing) in reals:
+                _losetup(["-d", dev])
 
     def after_resize(self, store: Store, lv: str, old_size: int) -> None:
         """Windows of the LV take its new size, keeping their path, as a

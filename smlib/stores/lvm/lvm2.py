@@ -74,6 +74,9 @@ def run(command: str, args: Sequence[str], *, error: str,
                               timeout=timeout, env=env, check=False)
     except subprocess.TimeoutExpired as exc:
         raise SRError.from_name(error, f"{command} timed out after {timeout:g}s") from exc
+    except OSError as exc:  # the binary is missing or cannot run
+        raise SRError.from_name("SMGeneral", f"cannot run {argv[0]}: {exc.strerror or exc}") \
+            from None
     if proc.returncode != 0:
         raise failure(command, args, _message(proc.stderr), error)
     return proc.stdout
@@ -169,9 +172,11 @@ _LAYOUT_FIELDS = ("pv_name,pe_start,pv_pe_count,pvseg_start,pvseg_size,vg_name,"
 
 def layout(vg: str) -> Optional[Layout]:
     """The VG's PVs, LVs, extents and free gaps; None when the VG is absent."""
+    # Every PV's segments, filtered here: a VG name never goes into a
+    # --select expression, where text could change what is selected.
     out = run("pvs", ["--reportformat", "json", "--units", "b", "--nosuffix", "--segments",
-                      "-o", _LAYOUT_FIELDS, "--select", f"vg_name={vg}"], error="PVSfailed")
-    rows = _report(out, "pvseg")
+                      "-o", _LAYOUT_FIELDS], error="PVSfailed")
+    rows = [row for row in _report(out, "pvseg") if row.get("vg_name") == vg]
     if not rows:
         return None
     found = Layout(vg=vg, extent_size=int(rows[0]["vg_extent_size"]), pvs={}, lvs={}, free=[])

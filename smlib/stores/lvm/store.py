@@ -28,6 +28,7 @@ from smlib.stores.lvm import lvm2 as lvm_module
 from smlib.stores.lvm import mgt, placement
 from smlib.stores.lvm.activation import LVChangeActivation, default_activation
 from smlib.stores.lvm.lvm2 import Layout, LVInfo
+from smlib.uuids import is_uuid_text
 
 VG_PREFIX = "VG_XenStorage-"
 LV_PREFIX = "VHD-"
@@ -53,6 +54,14 @@ class LVMStore(Store):
         self.devices = [d.strip() for d in raw.split(",") if d.strip()]
         if not self.devices:
             raise SRError.from_name("ConfigDeviceMissing")
+        # Both reach lvm2's command line and the lock path: a device that
+        # is not an absolute path could be read as an option, an sr_uuid
+        # that is not a uuid could name another VG or leave the lock dir.
+        for dev in self.devices:
+            if not dev.startswith("/"):
+                raise SRError.from_name("BadRequest", f"device {dev!r} is not an absolute path")
+        if sr_uuid is not None and not is_uuid_text(sr_uuid):
+            raise SRError.from_name("BadRequest", f"sr_uuid {sr_uuid!r} is not a uuid")
         self.vg = VG_PREFIX + (sr_uuid or "")
         self.lvm = lvm if lvm is not None else lvm_module
         self.activation = activation if activation is not None else default_activation()
@@ -181,6 +190,10 @@ class LVMStore(Store):
 
     def sr_detach(self) -> None:
         self._deactivate_all(everything=True)
+
+    def release_host_resources(self) -> None:
+        self._active.clear()
+        self.activation.release_devices(self)
 
     def probe(self) -> "list[dict[str, str]]":
         owners = self.lvm.pv_owners()

@@ -39,7 +39,7 @@ def parse_size(text: str) -> int:
     """
     from fractions import Fraction
 
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*([A-Za-z]*)\s*", text)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*([A-Za-z]*)\s*", text, re.ASCII)
     if not match or match.group(2).lower() not in _UNITS:
         raise UsageError(f"not a size: {text!r} (bytes, or a number with a unit:"
                          " KiB/MiB/GiB/TiB or K/M/G/T binary, KB/MB/GB/TB decimal)")
