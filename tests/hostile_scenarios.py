@@ -119,14 +119,21 @@ def gc_never_writes_through_a_damaged_parent(sr: SRHarness) -> None:
     p, b = listing[s1]["parent"], listing[s2]["parent"]
     assert listing[b]["parent"] == p
     sr.damage(p, bat_into_header)
+    before = sr.volume_hashes()
     run = sr.run("vdi_delete", vdi_uuid=s1)
     assert run.fault is None or run.fault.faultCode != 1200, run.fault
     assert sr.journal_keys() == []
-    assert_holds(sr, a, P2)
-    assert_holds(sr, s2, P2)
+    # Every volume but the deleted one keeps every byte (a, s2 and B hold
+    # all their data; P is damaged, so nothing may have written it).
+    expected = {name: digest for name, digest in before.items() if name != s1}
+    assert sr.volume_hashes() == expected
     sr.create(call=sr.ok)             # not wedged
     assert sr.journal_keys() == []
-    assert p in sr.volumes()
+    if sr.DRIVER == "FileSR":
+        # pyvhdi reads the files in place; the LVM harness must first size
+        # every image of the chain out of its LV, P's too, which the library
+        # refuses (rightly): there the hashes above are the judge.
+        assert_holds(sr, s2, P2)
 
 
 # ------------------------------------------------------------ lost metadata
@@ -256,3 +263,35 @@ def resize_past_limit_refused(sr: SRHarness) -> None:
     assert_fault(sr.run("vdi_resize", vdi_uuid=t, args=[str((2 << 40) + (2 << 20))]), 79)
     assert sr.fingerprint() == before
     assert sr.journal_keys() == []
+
+
+# ---------------------------------------------------------------- space
+
+def gc_skips_without_space(sr: SRHarness, fill, unfill) -> None:
+    """Item 10: GC is optional work. With too little space for a coalesce
+    (``fill(sr)`` takes nearly all of it), deleting the snapshot that makes
+    a base coalescable still succeeds, GC skips the copy, no journal record
+    is left and nothing is wedged; once space is back (``unfill(sr)``) the
+    next command's GC folds the chain."""
+    a = sr.create(name="a")
+    write_both(sr, a, P1)
+    s1 = sr.snapshot(a)
+    for offset in range(0, DISK, 2 << 20):
+        sr.write(a, offset, P2)
+    s2 = sr.snapshot(a)
+    listing = sr.vdis()
+    p, b = listing[s1]["parent"], listing[s2]["parent"]
+    fill(sr)
+    run = sr.run("vdi_delete", vdi_uuid=s1)
+    assert run.fault is None, run.fault
+    assert sr.journal_keys() == []
+    assert {p, b} <= set(sr.volumes())          # not folded: no room
+    sr.ok("sr_scan")
+    assert sr.journal_keys() == []
+    unfill(sr)
+    sr.ok("sr_scan")                            # GC runs, with room now
+    assert b not in sr.volumes() and p in sr.volumes()
+    for uuid in (a, s2):
+        assert sr.read(uuid, 0, len(P2)) == P2
+        assert sr.read(uuid, FAR, len(P1)) == P1       # block 2 was written at 4 MiB only
+    sr.check_all()

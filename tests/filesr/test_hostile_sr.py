@@ -302,3 +302,80 @@ def test_xapi_that_misbehaves_is_a_coded_fault(filesr, what):
     text = hs.assert_fault(run, 202)
     assert "xapi" in text
     assert sr.fingerprint() == before
+
+
+# ------------------------------------------------------------ a full filesystem
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 64 MiB tmpfs (a filesystem that can fill up); skipped where mount is
+    not allowed."""
+    import subprocess
+
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs: {proc.stderr.strip()}")
+    try:
+        yield str(mnt)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill_to(directory: str, leave: int) -> str:
+    """A filler file taking all but ``leave`` bytes of the filesystem."""
+    path = os.path.join(directory, "filler")
+    st = os.statvfs(directory)
+    take = st.f_bavail * st.f_frsize - leave
+    with open(path, "ab", buffering=0) as f:
+        chunk = bytes(1 << 20)
+        while take > 0:
+            try:
+                f.write(chunk[:min(take, len(chunk))])
+            except OSError:
+                break
+            take -= len(chunk)
+    return path
+
+
+def test_gc_skips_without_space(small_fs, harness_fns):
+    from filesr_helpers import FileSRHarness
+
+    sr = FileSRHarness(small_fs, harness_fns)
+    sr.ok("sr_create")
+    filler = os.path.join(small_fs, "filler")
+    hs.gc_skips_without_space(sr, lambda sr: fill_to(small_fs, 4 << 20),
+                              lambda sr: os.unlink(filler))
+
+
+def test_delete_needs_no_free_space(small_fs, harness_fns):
+    """Item 10: at 0 bytes free, vdi_delete still deletes (it frees space);
+    what needs space is refused with 44, never 1200 or 46."""
+    from filesr_helpers import FileSRHarness
+
+    sr = FileSRHarness(small_fs, harness_fns)
+    sr.ok("sr_create")
+    t = sr.create()
+    for offset in range(0, 8 << 20, 2 << 20):
+        sr.write(t, offset, P1)
+    u = sr.create()
+    sr.write(u, 0, P3)
+    filler = fill_to(small_fs, 0)
+    with open(filler, "ab", buffering=0) as f:        # the last few bytes too
+        try:
+            while True:
+                f.write(b"x" * 512)
+        except OSError:
+            pass
+    assert os.statvfs(small_fs).f_bavail == 0
+    hs.assert_fault(sr.run("vdi_create", args=[str(16 << 20), "x"]), 44)
+    hs.assert_fault(sr.run("vdi_snapshot", vdi_uuid=u), 44)
+    sr.ok("vdi_delete", vdi_uuid=t)
+    assert t not in sr.volumes() and t not in sr.vdis()
+    assert sr.journal_keys() == []
+    os.unlink(filler)
+    sr.ok("vdi_snapshot", vdi_uuid=u)
+    assert sr.read(u, 0, len(P3)) == P3
+    sr.check_all()

@@ -153,6 +153,9 @@ class LVMSRHarness(SRHarness):
 
     # ---------------------------------------- behind the driver's back
 
+    def volume_hashes(self) -> dict[str, object]:
+        return {lv[len(LV_PREFIX):]: digest for lv, digest in self.hashes(skip=(MGT_LV,)).items()}
+
     def damage(self, uuid: str, how) -> None:
         store = self.store()
         try:

@@ -146,6 +146,10 @@ class SRHarness(abc.ABC):
     # SR's storage (tests/hostile_scenarios.py); each store says how.
 
     @abc.abstractmethod
+    def volume_hashes(self) -> dict[str, object]:
+        """Volume name -> a digest of every byte it holds."""
+
+    @abc.abstractmethod
     def damage(self, uuid: str, how: Callable[[str], None]) -> None:
         """Call ``how(path)`` on the volume's bytes (a file or a device)."""
 

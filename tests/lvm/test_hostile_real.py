@@ -127,3 +127,20 @@ def test_sr_detach_after_the_vg_vanished_releases_windows(lvmsr, windows_of):
     run = sr.run("sr_detach")
     assert run.fault is None or run.fault.faultCode == 47, run.fault
     assert windows_of(sr.device) == []
+
+
+def test_gc_skips_without_space(lvmsr):
+    """Item 10 on a VG: a filler LV takes all but one extent."""
+    from loop_pvs import _lvm
+
+    from smlib.stores.lvm import lvm2 as lvm
+
+    def fill(sr):
+        free = lvm.layout(sr.vg).free_extents()
+        assert _lvm("lvcreate", "-Zn", "-Wn", "-l", str(free - 1), "-n", "filler",
+                    sr.vg).returncode == 0
+
+    def unfill(sr):
+        assert _lvm("lvremove", "-f", f"{sr.vg}/filler").returncode == 0
+
+    hs.gc_skips_without_space(lvmsr, fill, unfill)
