@@ -140,10 +140,12 @@ def is_unreachable(exc: BaseException) -> bool:
 def call_errors() -> tuple:
     """What a XenAPI call can raise: the exceptions ``failure`` turns into codes."""
     import http.client
+    import xml.parsers.expat
     import xmlrpc.client
 
+    # ExpatError: an HTTP answer whose body is not XML (no ValueError subclass).
     return (Failure, xmlrpc.client.Error, http.client.HTTPException, OSError,
-            ValueError, TypeError, KeyError, IndexError)
+            xml.parsers.expat.ExpatError, ValueError, TypeError, KeyError, IndexError)
 
 
 def vdi_uuid(session_ref: Optional[str], ref: str) -> str:

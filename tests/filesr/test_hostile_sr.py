@@ -1,5 +1,5 @@
 """A damaged or hostile FileSR (issue 10): the shared steps of
-tests/hostile_scenarios.py, and what only a directory of files can suffer
+tests/helpers/hostile_scenarios.py, and what only a directory of files can suffer
 (symlinks, FIFOs, directories where files belong, a full filesystem).
 Every driver call runs the real executable.
 """
@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 import os
 
-import hostile_scenarios as hs
 import pytest
-from hostile_corpus import CORPUS, DIFF_ONLY
-from revert_scenarios import P1, P3, write_both
+from helpers import hostile_scenarios as hs
+from helpers.hostile_corpus import CORPUS, DIFF_ONLY
+from helpers.revert_scenarios import P1, P3, write_both
 
 from smlib import vhd
 
@@ -215,7 +215,7 @@ def test_bookkeeping_entry_of_the_wrong_kind_is_181(filesr, what):
 def test_location_through_a_file_relative_or_occupied(tmp_path, harness_fns):
     """Items 11, 12: a location that passes through a regular file, a relative
     one, or an occupied directory: a coded fault that says what is there."""
-    from filesr_helpers import FileSRHarness
+    from helpers.filesr_helpers import FileSRHarness
 
     sr = FileSRHarness(str(tmp_path), harness_fns)
     with open(str(tmp_path / "plain"), "w") as f:
@@ -341,7 +341,7 @@ def fill_to(directory: str, leave: int) -> str:
 
 
 def test_gc_skips_without_space(small_fs, harness_fns):
-    from filesr_helpers import FileSRHarness
+    from helpers.filesr_helpers import FileSRHarness
 
     sr = FileSRHarness(small_fs, harness_fns)
     sr.ok("sr_create")
@@ -353,7 +353,7 @@ def test_gc_skips_without_space(small_fs, harness_fns):
 def test_delete_needs_no_free_space(small_fs, harness_fns):
     """Item 10: at 0 bytes free, vdi_delete still deletes (it frees space);
     what needs space is refused with 44, never 1200 or 46."""
-    from filesr_helpers import FileSRHarness
+    from helpers.filesr_helpers import FileSRHarness
 
     sr = FileSRHarness(small_fs, harness_fns)
     sr.ok("sr_create")

@@ -2,7 +2,7 @@
 
 The calls (``run`` as a program, ``inproc`` in this process, for long
 scenarios), the test data and the pyvhdi chain reader are shared with the
-LVMSR tests (tests/sr_harness.py). Contents are judged by pyvhdi (libvhdi),
+LVMSR tests (tests/helpers/sr_harness.py). Contents are judged by pyvhdi (libvhdi),
 an independent reader that finds the parents from the images' own headers.
 """
 

@@ -2,7 +2,7 @@
 
 The calls (``run`` as a program; ``inproc`` in this process, to set
 scenarios up quickly), the test data and the pyvhdi chain reader are shared
-with the FileSR tests (tests/sr_harness.py). Contents are judged by pyvhdi
+with the FileSR tests (tests/helpers/sr_harness.py). Contents are judged by pyvhdi
 (libvhdi), an independent reader: the images of a chain are copied out of
 their LVs (each up to its physical size, so the trailing footer ends the
 copy) into files named as the parent locators name them, and pyvhdi opens

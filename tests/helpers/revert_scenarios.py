@@ -1,6 +1,6 @@
 """The vdi_revert scenario steps that FileSR and LVMSR must both pass.
 
-Each step takes a harness (tests/sr_harness.py: FileSRHarness or
+Each step takes a harness (tests/helpers/sr_harness.py: FileSRHarness or
 LVMSRHarness); set-up runs the harness's way (``sr.setup``), every
 vdi_revert under test runs the driver as a program (``sr.ok``). Contents
 are judged by pyvhdi through ``sr.read``.

@@ -143,7 +143,7 @@ class SRHarness(abc.ABC):
 
     # ---------------------------------------- behind the driver's back
     # What a failing disk, a careless operator or an attacker does to the
-    # SR's storage (tests/hostile_scenarios.py); each store says how.
+    # SR's storage (tests/helpers/hostile_scenarios.py); each store says how.
 
     @abc.abstractmethod
     def volume_hashes(self) -> dict[str, object]:

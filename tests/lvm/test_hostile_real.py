@@ -1,5 +1,5 @@
 """A damaged or hostile LVMSR on real lvm2 (issue 10): the shared steps of
-tests/hostile_scenarios.py, and what only an LVM SR can suffer (another
+tests/helpers/hostile_scenarios.py, and what only an LVM SR can suffer (another
 SR's VG named through sr_uuid, MGT slots zeroed, the VG vanishing, lvm2
 missing). Set-up runs in process; every call under test runs drivers/LVMSR
 as a program.
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 
-import hostile_scenarios as hs
 import pytest
-from hostile_corpus import CORPUS, FILE_ONLY
+from helpers import hostile_scenarios as hs
+from helpers.hostile_corpus import CORPUS, FILE_ONLY
 
 from smlib.stores.lvm import mgt
 from smlib.stores.lvm.store import MGT_LV
@@ -121,7 +121,7 @@ def test_sr_detach_after_the_vg_vanished_releases_windows(lvmsr, windows_of):
     sr.ok("vdi_attach", vdi_uuid=t, args=["true"])
     sr.ok("vdi_activate", vdi_uuid=t, args=["true"])
     assert windows_of(sr.device)
-    from loop_pvs import _lvm
+    from helpers.loop_pvs import _lvm
 
     assert _lvm("vgremove", "-f", sr.vg).returncode == 0
     run = sr.run("sr_detach")
@@ -131,7 +131,7 @@ def test_sr_detach_after_the_vg_vanished_releases_windows(lvmsr, windows_of):
 
 def test_gc_skips_without_space(lvmsr):
     """Item 10 on a VG: a filler LV takes all but one extent."""
-    from loop_pvs import _lvm
+    from helpers.loop_pvs import _lvm
 
     from smlib.stores.lvm import lvm2 as lvm
 

@@ -1,4 +1,4 @@
-"""The hostile corpus (tests/hostile_corpus.py) against the library: every
+"""The hostile corpus (tests/helpers/hostile_corpus.py) against the library: every
 damaged image is refused when opened for writing, before any byte is
 written, and a coalesce through a damaged parent writes nothing.
 """
@@ -11,7 +11,7 @@ import time
 import tracemalloc
 
 import pytest
-from hostile_corpus import CORPUS, DIFF_ONLY, Where, edit_header, read_at, set_bat, write_at
+from helpers.hostile_corpus import CORPUS, DIFF_ONLY, Where, edit_header, read_at, set_bat, write_at
 
 from smlib import vhd
 from smlib.vhd import format as fmt

@@ -1,10 +1,10 @@
 """Hostile and damaged SRs (issue 10): steps every tree driver must pass.
 
-Each step takes a harness (tests/sr_harness.py: FileSRHarness or
+Each step takes a harness (tests/helpers/sr_harness.py: FileSRHarness or
 LVMSRHarness) and does to the SR's storage what a failing disk, a careless
 operator or an attacker with write access does (the harness's ``damage``,
 ``edit_metadata``, ``put_journal``, ``drop_volume``; damaged images come
-from tests/hostile_corpus.py). What must hold, whatever was done: no disk
+from tests/helpers/hostile_corpus.py). What must hold, whatever was done: no disk
 the driver did not mean to change loses a byte, nothing outside the SR is
 written, every answer is a fault with an SR error code (never 1200 nor a
 hang), and the SR stays usable for everything the damage does not touch.
@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 import re
 
-from hostile_corpus import CORPUS, bat_into_header
-from revert_scenarios import FAR, P1, P2, P3, assert_holds, write_both
-from sr_harness import DISK, SRHarness
+from helpers.hostile_corpus import CORPUS, bat_into_header
+from helpers.revert_scenarios import FAR, P1, P2, P3, assert_holds, write_both
+from helpers.sr_harness import DISK, SRHarness
 
 # sr_uuid values that try to reach another SR, a path or a command line.
 BAD_SR_UUIDS = [

@@ -11,7 +11,7 @@ Entries need an image with two allocated blocks (the scenarios write
 blocks 0 and 2); ``DIFF_ONLY`` ones a differencing image; ``FILE_ONLY``
 ones a regular file (a container cannot be truncated by writing to it).
 Used by tests/vhd (the library refuses each at open, before any write)
-and by tests/hostile_scenarios.py (every driver stays usable).
+and by tests/helpers/hostile_scenarios.py (every driver stays usable).
 """
 
 from __future__ import annotations
