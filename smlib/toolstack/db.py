@@ -207,7 +207,9 @@ class Database:
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA foreign_keys = ON")
         self._depth = 0
+        self._check_pages()
         self._migrate()
+        self._check_tables()
 
     def close(self) -> None:
         self.conn.close()
@@ -247,7 +249,37 @@ class Database:
                 version = 1
             for step in range(version + 1, SCHEMA_VERSION + 1):
                 self._run_script(MIGRATIONS[step])
-            self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if version != SCHEMA_VERSION:  # else the file stays byte for byte as it was
+                self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # A damaged database is refused before anything acts on it (a command
+    # run on it could change an SR and fail to record the change), and
+    # before anything is written to it: bad pages first, then (once the
+    # schema is current) a table or column missing, a JSON column that
+    # does not parse.
+
+    def _check_pages(self) -> None:
+        if self.path == ":memory:":
+            return
+        problems = [row[0] for row in self.conn.execute("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            raise SchemaError(f"{self.path} is damaged: {'; '.join(problems[:3])}")
+
+    def _check_tables(self) -> None:
+        for cls, table in _TABLES.items():
+            have = {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
+            want = {f.name for f in dataclasses.fields(cls)}
+            if not want <= have:
+                raise SchemaError(f"{self.path}: table {table!r} " + (
+                    "is missing" if not have else
+                    f"lacks {', '.join(sorted(want - have))}"))
+            for name in sorted(want & _JSON_FIELDS):
+                for (value,) in self.conn.execute(f"SELECT {name} FROM {table}"):
+                    try:
+                        json.loads(value)
+                    except (TypeError, ValueError):
+                        raise SchemaError(f"{self.path}: {table}.{name} holds {value!r},"
+                                          " not JSON") from None
 
     def _run_script(self, script: str) -> None:
         # executescript() would commit the open transaction: one statement at a time.

@@ -41,6 +41,29 @@ Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 
 
 
+def _xml_illegal(ch: str) -> bool:
+    """Not a character XML 1.0 can carry (Char production): control bytes
+    but tab and newlines, surrogates, U+FFFE and U+FFFF."""
+    c = ord(ch)
+    return (c < 0x20 and ch not in "\t\n\r") or 0xD800 <= c <= 0xDFFF or c in (0xFFFE, 0xFFFF)
+
+
+def check_xml_text(**fields: Any) -> None:
+    """Refuse, before anything is sent or stored, text that an XML-RPC call
+    cannot carry (a driver would answer 143 for the whole call; the XenAPI
+    server could not answer at all): IllegalXMLChar (447), as sm does."""
+    for name, value in fields.items():
+        texts = value.items() if isinstance(value, dict) else [("", value)]
+        for key, text in texts:
+            for piece in (key, text):
+                bad = next((ch for ch in piece if _xml_illegal(ch)), None) \
+                    if isinstance(piece, str) else None
+                if bad is not None:
+                    where = f"{name}:{key}" if key else name
+                    raise ToolstackError("IllegalXMLChar", f"{where} holds character "
+                                         f"U+{ord(bad):04X}, which XML cannot carry", 447)
+
+
 def uuid_invalid(kind: str, uuid: str) -> ToolstackError:
     return ToolstackError("UUID_INVALID", f"no {kind} with uuid {uuid}")
 
@@ -145,6 +168,8 @@ class Toolstack(Reverts):
         name_description: str = "",
         physical_size: int = 0,
     ) -> SRRecord:
+        check_xml_text(name_label=name_label, name_description=name_description,
+                       device_config=device_config)
         info = self.driver_info(sr_type)
         sr = SRRecord(
             new_ref(), str(uuidlib.uuid4()), sr_type.lower(), name_label, name_description,
@@ -174,6 +199,8 @@ class Toolstack(Reverts):
         name_label: str = "",
         name_description: str = "",
     ) -> SRRecord:
+        check_xml_text(name_label=name_label, name_description=name_description,
+                       device_config=device_config)
         if self.db.by_uuid(SRRecord, uuid) is not None:
             raise ToolstackError("SR_ALREADY_EXISTS", f"SR {uuid} is already known")
         info = self.driver_info(sr_type)
@@ -245,6 +272,8 @@ class Toolstack(Reverts):
         vdi_type: str = "user",
         sm_config: "Optional[dict[str, str]]" = None,
     ) -> VDIRecord:
+        check_xml_text(name_label=name_label, name_description=name_description,
+                       sm_config=sm_config or {}, type=vdi_type)
         args = [
             str(virtual_size), name_label, name_description,
             NULL_REF,  # metadata_of_pool
@@ -308,6 +337,8 @@ class Toolstack(Reverts):
         name_label: Optional[str] = None,
         name_description: Optional[str] = None,
     ) -> VDIRecord:
+        check_xml_text(name_label=name_label or "", name_description=name_description or "",
+                       driver_params=driver_params or {})
         result = self.call_vdi(vdi, "vdi_clone", driver_params=dict(driver_params or {}))
         return self._copied(
             vdi, self._by_location(vdi.sr_ref, result, "vdi_clone"),
@@ -332,6 +363,7 @@ class Toolstack(Reverts):
 
     def vdi_set(self, vdi: VDIRecord, **fields: Any) -> VDIRecord:
         """Change toolstack-only fields (names); the driver keeps no copy we rely on."""
+        check_xml_text(**fields)
         return self.db.update(vdi, **fields)
 
     # VMs ------------------------------------------------------------------
@@ -344,6 +376,7 @@ class Toolstack(Reverts):
         cds: "Optional[list[Optional[VDIRecord]]]" = None,
         name_description: str = "",
     ) -> VMRecord:
+        check_xml_text(name_label=name_label, name_description=name_description)
         vm = VMRecord(new_ref(), str(uuidlib.uuid4()), name_label, name_description)
         with self.db.transaction():
             self.db.insert(vm)
@@ -369,6 +402,7 @@ class Toolstack(Reverts):
 
     def vm_snapshot(self, vm: VMRecord, name_label: str = "") -> VMRecord:
         """Snapshot every disk (and the suspend disk); all or none of them."""
+        check_xml_text(name_label=name_label)
         if vm.is_a_snapshot:
             raise ToolstackError("VM_IS_SNAPSHOT", f"VM {vm.uuid} is a snapshot")
         taken: dict[str, VDIRecord] = {}

@@ -266,6 +266,21 @@ def _check_target(filename: str, force: bool) -> None:
             "FILE_ALREADY_EXISTS", f"{filename} exists; give force=true to replace it")
 
 
+def _refuse_sr_storage(ts: Toolstack, filename: str) -> None:
+    """An export never lands in an SR's own storage (its directory, or one
+    of its devices): written over an SR's metadata or a volume, it would
+    break the SR, whatever force= says."""
+    target = os.path.realpath(filename)
+    for sr in ts.db.select(SRRecord):
+        places = [sr.device_config.get("location", "")]
+        places += sr.device_config.get("device", "").split(",")
+        for place in filter(None, (p.strip() for p in places)):
+            real = os.path.realpath(place)
+            if target == real or target.startswith(real.rstrip(os.sep) + os.sep):
+                raise ToolstackError("EXPORT_PATH_INVALID",
+                                     f"{filename} is inside SR {sr.uuid}'s storage ({place})")
+
+
 def _write_raw(out_path: str, read: Callable[[int, int], bytes], size: int,
                blocks: Set[int], step: Callable[[int], None]) -> None:
     with open(out_path, "wb") as out:
@@ -314,6 +329,7 @@ def vdi_export(ts: Toolstack, vdi: VDIRecord, filename: str,
         raise ToolstackError("FORMAT_UNKNOWN", "base= needs format=vhd (a raw file has no holes"
                              " to mark the unchanged blocks)")
     _check_target(filename, force)
+    _refuse_sr_storage(ts, filename)
     size = vdi.virtual_size
 
     def step(done: int) -> None:
