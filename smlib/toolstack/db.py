@@ -268,7 +268,7 @@ class Database:
     def _check_tables(self) -> None:
         for cls, table in _TABLES.items():
             have = {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
-            want = {f.name for f in dataclasses.fields(cls)}
+            want = {f.name for f in fields(cls)}
             if not want <= have:
                 raise SchemaError(f"{self.path}: table {table!r} " + (
                     "is missing" if not have else
