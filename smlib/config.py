@@ -32,6 +32,8 @@ DEFAULT_XAPI_SOCKET = "/var/lib/xcp/xapi"
 DEFAULT_XAPI_TIMEOUT = 30.0
 DEFAULT_LVM_LOCK_DIR = "/run/lock/smlib"
 DEFAULT_LVM_ACTIVATION = "lvchange"
+DEFAULT_NBD_DIR = "/run/blktap-control/nbd"
+DEFAULT_DATAPATH_DIR = "/run/smlib/datapath"
 
 
 def get(name: str) -> "Optional[str]":
@@ -96,6 +98,38 @@ def lvm_lock_dir() -> str:
     """``SMLIB_LVM_LOCK_DIR``: where LVMSR keeps its per-SR lock and presence
     marker files. Default /run/lock/smlib."""
     return get("SMLIB_LVM_LOCK_DIR") or DEFAULT_LVM_LOCK_DIR
+
+
+# Data path (smlib.datapath) ----------------------------------------------
+
+
+def nbd_dir() -> str:
+    """``SMLIB_NBD_DIR``: where ``<sr uuid>/<vdi uuid>``, the link params_nbd
+    names, is made. Default /run/blktap-control/nbd (where sm makes it);
+    tapdisk's own sockets are in its parent directory."""
+    return get("SMLIB_NBD_DIR") or DEFAULT_NBD_DIR
+
+
+def datapath_dir() -> str:
+    """``SMLIB_DATAPATH_DIR``: the records of running servers
+    (``<sr uuid>/<vdi uuid>.{state,sock,pid,ctl,log}``). Default /run/smlib/datapath."""
+    return get("SMLIB_DATAPATH_DIR") or DEFAULT_DATAPATH_DIR
+
+
+def datapath_backend() -> Optional[str]:
+    """``SMLIB_DATAPATH``: ``tapdisk``, ``nbdkit`` or ``none`` (serve nothing:
+    pyfakefs tests). Default (None): tapdisk where tap-ctl is installed, else nbdkit."""
+    return get("SMLIB_DATAPATH")
+
+
+def tapctl() -> Optional[str]:
+    """``SMLIB_TAPCTL``: blktap's tap-ctl. Default: ``tap-ctl`` on PATH."""
+    return get("SMLIB_TAPCTL")
+
+
+def nbdkit() -> Optional[str]:
+    """``SMLIB_NBDKIT``: the nbdkit binary. Default: ``nbdkit`` on PATH."""
+    return get("SMLIB_NBDKIT")
 
 
 # Toolstack side (smctl) ----------------------------------------------------

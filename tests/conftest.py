@@ -6,7 +6,9 @@ Put an area's own fixtures in that area's conftest.py.
 from __future__ import annotations
 
 import hashlib
+import os
 import signal
+from typing import Iterator
 
 import pytest
 from helpers.xapi_harness import dispatch, run_driver, xapi_call, xapi_params, xapi_xml
@@ -50,6 +52,24 @@ def sm_log(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyP
     path = str(tmp_path_factory.mktemp("smlog") / "SMlog")
     monkeypatch.setenv("SM_LOG", path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def datapath_dirs(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Every test's NBD links and server records in its own short directory
+    (a Unix socket path has at most 107 bytes), never under /run; a server
+    a test left running is stopped afterwards."""
+    import shutil
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="dp", dir="/tmp")
+    monkeypatch.setenv("SMLIB_NBD_DIR", os.path.join(root, "nbd"))
+    monkeypatch.setenv("SMLIB_DATAPATH_DIR", os.path.join(root, "run"))
+    yield root
+    from helpers.nbd_clients import kill_servers
+
+    kill_servers(os.path.join(root, "run"))
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(name="xapi_params")

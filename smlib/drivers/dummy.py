@@ -67,7 +67,8 @@ class DummySR(SR):
         return None
 
     def vdi_attach(self) -> dict:
-        return attach_info("/dev/null")
+        # No data and no server: sm's params_nbd for a disk without a tapdisk.
+        return attach_info("/dev/null", params_nbd="")
 
     def vdi_detach(self) -> None:
         return None

@@ -8,6 +8,7 @@ from smlib.drivers.tree_sr import TreeSR
 
 class LVMSR(TreeSR):
     STORE = ("smlib.stores.lvm.store", "LVMStore")
+    STORAGE_TYPE = "lvm"  # xenstore storage-type (sm: LVHDSR "lvm")
     DRIVER_INFO = {
         "name": "LVM",
         "description": "SR plugin which represents disks as VHD images on Logical Volumes"

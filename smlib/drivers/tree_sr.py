@@ -12,7 +12,7 @@ as the rest of the call), hence the annotations in strings.
 """
 
 from smlib.protocol.errors import SRError
-from smlib.protocol.sr import SR, attach_info, vdi_info
+from smlib.protocol.sr import SR, vdi_info
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ class TreeSR(SR):
     STORE = ("smlib.stores.base", "Store")  # a concrete subclass names its store class
     UUID_KEYS = ("sr_uuid",)  # VG names, lock paths: never anything else
     CONTENT_TYPE = "vhd"  # sm's sr_vditype for VHD SRs
+    STORAGE_TYPE = "ext"  # xenstore's storage-type for our disks (sm: FileSR "ext")
 
     def __init__(self, call) -> None:
         super().__init__(call)
@@ -58,14 +59,17 @@ class TreeSR(SR):
         cls = getattr(importlib.import_module(module), name)
         return cls(self.call.device_config, self.call.sr_uuid)
 
-    def tree(self, store: "Optional[Store]" = None) -> "ContextManager":
+    def tree(self, store: "Optional[Store]" = None, *, changes: bool = False
+             ) -> "ContextManager":
         """The SR under its lock, journal replayed; afterwards xapi's database
-        hears what changed (replay included), still under the lock."""
+        hears what changed (replay included), still under the lock. A command
+        that ``changes`` the tree holds the SR's NBD servers between requests
+        meanwhile, and each goes on with its disk's chain afterwards."""
         from contextlib import contextmanager  # not on sr_get_driver_info's path
 
-        return contextmanager(self._tree_session)(store)
+        return contextmanager(self._tree_session)(store, changes)
 
-    def _tree_session(self, store: "Optional[Store]") -> "Iterator":
+    def _tree_session(self, store: "Optional[Store]", changes: bool) -> "Iterator":
         from smlib.tree.lock import SRLock
         from smlib.tree.steps import image_error
         from smlib.tree.tree import Tree
@@ -78,8 +82,15 @@ class TreeSR(SR):
             with SRLock(store.lock_path()):
                 tree = Tree(store)
                 before = _shape(tree)
-                tree.replay()
-                yield tree
+                if changes:
+                    from smlib.datapath import server
+
+                    with server.paused(self.call.sr_uuid or "", tree.served_chain):
+                        tree.replay()
+                        yield tree
+                else:
+                    tree.replay()
+                    yield tree
                 self._tell(tree, before)
         except VHDError as e:
             # A change it interrupted is in the journal.
@@ -205,7 +216,7 @@ class TreeSR(SR):
 
         store = self.store()
         store.adopt()  # a stock SR scanned before any attach
-        with self.tree(store) as tree:
+        with self.tree(store, changes=True) as tree:
             tree.scan()
 
             def facts() -> tuple:
@@ -254,40 +265,63 @@ class TreeSR(SR):
             return self._info(tree, rec.uuid)
 
     def vdi_delete(self) -> None:
-        with self.tree() as tree:
+        with self.tree(changes=True) as tree:
             tree.delete(self._vdi())
 
+    # The data path (smlib/datapath): attach answers where the disk will be
+    # served, activate serves the chain there, deactivate flushes and stops
+    # the server, detach removes what attach left. All idempotent.
+
     def vdi_attach(self) -> dict:
+        from smlib.datapath import server
+
         writable = _flag(self.call.args, 0)
+        sr, uuid = self.call.sr_uuid or "", self._vdi()
         with self.tree() as tree:
-            return attach_info(tree.set_attached(self._vdi(), True, writable))
+            path = tree.set_attached(uuid, True, writable)
+            server.note_mode(sr, uuid, writable)
+            return server.attach_result(sr, uuid, path, self.STORAGE_TYPE)
 
     def vdi_detach(self) -> None:
+        from smlib.datapath import server
+
         with self.tree() as tree:
+            tree.visible(self._vdi(), "VDI")
+            server.forget(self.call.sr_uuid or "", self._vdi())
             tree.set_attached(self._vdi(), False)
 
     def vdi_activate(self) -> None:
+        from smlib.datapath import server
+
+        sr, uuid = self.call.sr_uuid or "", self._vdi()
+        args = self.call.args
+        writable = _flag(args, 0) if args else server.attached_writable(sr, uuid)
         with self.tree() as tree:
-            tree.set_active(self._vdi(), True)
+            tree.set_active(uuid, True)
+            server.start(sr, uuid, tree.chain_paths(uuid), readonly=not writable)
 
     def vdi_deactivate(self) -> None:
+        from smlib.datapath import server
+
         with self.tree() as tree:
+            tree.visible(self._vdi(), "VDI")
+            server.stop(self.call.sr_uuid or "", self._vdi())
             tree.set_active(self._vdi(), False)
 
     def vdi_snapshot(self) -> dict:
         kind = "single" if self.call.driver_params.get("type") == "single" else "double"
-        with self.tree() as tree:
+        with self.tree(changes=True) as tree:
             rec = tree.snapshot(self._vdi(), kind)
             return self._info(tree, rec.uuid)
 
     def vdi_clone(self) -> dict:
-        with self.tree() as tree:
+        with self.tree(changes=True) as tree:
             rec = tree.snapshot(self._vdi(), "clone")
             return self._info(tree, rec.uuid)
 
     def vdi_resize(self) -> dict:
         size = self.call.size_arg(0, "new virtual size")
-        with self.tree() as tree:
+        with self.tree(changes=True) as tree:
             rec = tree.resize(self._vdi(), size)
             return self._info(tree, rec.uuid)
 
@@ -309,7 +343,7 @@ class TreeSR(SR):
 
         if xapi.is_ref(target):
             target = xapi.vdi_uuid(self.call.session_ref, target)
-        with self.tree() as tree:
+        with self.tree(changes=True) as tree:
             tree.revert(target, self._vdi())
             self._touched.add(target)  # a new volume: its size and utilisation
 

@@ -307,11 +307,44 @@ class Tree(Steps):
         rec = self.visible(uuid, "VDI")
         if active:
             self.store.activate(uuid, keep=True)
-        else:
-            self.store.deactivate(uuid)
         if rec.active != active:
             rec.active = active
             self.save()
+        if not active:
+            self.release(uuid)
+
+    def ancestry(self, uuid: str) -> "list[str]":
+        """The VDI and its parents, leaf first, from the metadata."""
+        out = []
+        while uuid and uuid in self.meta.vdis and uuid not in out:
+            out.append(uuid)
+            uuid = self.meta.vdis[uuid].parent
+        return out
+
+    def chain_paths(self, uuid: str) -> "list[str]":
+        """Paths of the VDI's image and its parents, leaf first, each kept
+        reachable (activated) for a reader outside this command."""
+        return [self.store.activate(name, keep=True) for name in self.ancestry(uuid)]
+
+    def served_chain(self, uuid: str) -> "Optional[list[str]]":
+        """chain_paths of a VDI still in the SR (what a paused server reopens)."""
+        rec = self.meta.vdis.get(uuid)
+        return self.chain_paths(uuid) if rec is not None and not rec.hidden else None
+
+    def release(self, uuid: str) -> None:
+        """On deactivate: deactivate the VDI's volume and each parent that no
+        other attached or active VDI reads. Parents are counted by the
+        leaves that use them, never dropped under another; an idle chain
+        stays mapped only while something still names it."""
+        if uuid not in self.meta.vdis:
+            return
+        used = set()
+        for other in self.meta.vdis.values():
+            if other.uuid != uuid and (other.attached or other.active):
+                used.update(self.ancestry(other.uuid))
+        for name in self.ancestry(uuid):
+            if name not in used:
+                self.store.deactivate(name)
 
     def introduce(self, uuid: str, location: str, fields: dict) -> VolumeRecord:
         """Record the volume at ``location``, unknown to the metadata, as VDI

@@ -22,9 +22,12 @@ P1, P2, P3 = pattern("P1"), pattern("P2"), pattern("P3")
 
 
 @pytest.fixture
-def call(fs, dispatch):
+def call(fs, dispatch, monkeypatch):
     from smlib.drivers.file import FileSR
     from smlib.protocol import errors
+
+    # No process starts under pyfakefs: activate serves nothing here.
+    monkeypatch.setenv("SMLIB_DATAPATH", "none")
 
     # The error-code table beside smlib/protocol/errors.py, visible read-only.
     fs.add_real_file(errors.ERRORCODES_FILE, read_only=True)

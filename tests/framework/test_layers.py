@@ -8,7 +8,7 @@ those below it):
     0  smlib.uuids, smlib.config, smlib.faults, smlib.protocol
     1  smlib.vhd
     2  smlib.stores
-    3  smlib.tree, smlib.xapi
+    3  smlib.tree, smlib.xapi, smlib.datapath
     4  smlib.drivers
     5  smlib.toolstack
 """
@@ -24,7 +24,7 @@ LAYERS = {
     "smlib": 0, "smlib.uuids": 0, "smlib.config": 0, "smlib.faults": 0, "smlib.protocol": 0,
     "smlib.vhd": 1,
     "smlib.stores": 2,
-    "smlib.tree": 3, "smlib.xapi": 3,
+    "smlib.tree": 3, "smlib.xapi": 3, "smlib.datapath": 3,
     "smlib.drivers": 4,
     "smlib.toolstack": 5,
 }

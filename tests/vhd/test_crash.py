@@ -15,6 +15,7 @@ import random
 import tempfile
 
 import pytest
+from helpers.vhd_kill import Died, die_after
 
 from smlib import vhd
 from smlib.vhd import rawio
@@ -22,30 +23,6 @@ from smlib.vhd import rawio
 MiB = 1024 * 1024
 SIZE = 12 * MiB
 SECTOR = 512
-
-
-class Died(vhd.VHDError):
-    pass
-
-
-def die_after(patch, k: int) -> None:
-    """After k raw writes, every write and truncate fails. ``patch`` is
-    monkeypatch.setattr (or any setattr-like callable)."""
-    count = {"n": 0}
-    real_write, real_truncate = rawio.RawFile.write_at, rawio.RawFile.truncate
-
-    def write_at(self, offset, data):
-        count["n"] += 1
-        if count["n"] > k:
-            raise Died(self.path, offset, "simulated crash")
-        return real_write(self, offset, data)
-
-    def truncate(self, size):
-        if count["n"] >= k:
-            raise Died(self.path, size, "simulated crash")
-        return real_truncate(self, size)
-    patch(rawio.RawFile, "write_at", write_at)
-    patch(rawio.RawFile, "truncate", truncate)
 
 
 def build(directory: str) -> tuple[str, str, bytes, bytes]:
