@@ -116,18 +116,18 @@ def datapath_dir() -> str:
     return get("SMLIB_DATAPATH_DIR") or DEFAULT_DATAPATH_DIR
 
 
-def datapath_backend() -> Optional[str]:
+def datapath_backend() -> "Optional[str]":
     """``SMLIB_DATAPATH``: ``tapdisk``, ``nbdkit`` or ``none`` (serve nothing:
     pyfakefs tests). Default (None): tapdisk where tap-ctl is installed, else nbdkit."""
     return get("SMLIB_DATAPATH")
 
 
-def tapctl() -> Optional[str]:
+def tapctl() -> "Optional[str]":
     """``SMLIB_TAPCTL``: blktap's tap-ctl. Default: ``tap-ctl`` on PATH."""
     return get("SMLIB_TAPCTL")
 
 
-def nbdkit() -> Optional[str]:
+def nbdkit() -> "Optional[str]":
     """``SMLIB_NBDKIT``: the nbdkit binary. Default: ``nbdkit`` on PATH."""
     return get("SMLIB_NBDKIT")
 
