@@ -13,6 +13,16 @@ from typing import Iterator
 import pytest
 from helpers.xapi_harness import dispatch, run_driver, xapi_call, xapi_params, xapi_xml
 
+# Modules a driver command imports lazily, loaded before any test runs: a
+# module first imported under pyfakefs keeps that test's fake `os` after it,
+# and every later real-filesystem test using it fails ("assert None is not
+# None" from pyfakefs).
+import smlib.datapath.paths  # noqa: E402, F401
+import smlib.datapath.record  # noqa: E402, F401
+import smlib.datapath.server  # noqa: E402, F401
+import smlib.xapi.db  # noqa: E402, F401
+import smlib.xapi.session  # noqa: E402, F401
+
 # Bytes longer than this are explained by length, first difference and hash:
 # pytest's own diff of two disk images (under CI, in full) runs for minutes.
 LONG_BYTES = 4096

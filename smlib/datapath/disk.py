@@ -25,6 +25,7 @@ import os
 from typing import Callable, Dict, List, Optional
 
 from smlib.vhd import format as fmt
+from smlib.vhd import geometry as geo
 from smlib.vhd.image import Image
 
 Buffer = memoryview
@@ -81,18 +82,18 @@ class LiveImage(Image):
         data and the bitmap: steps 2 and 3; write_own below adds step 4)."""
         # The new bitmap sector starts after the old trailing footer (never
         # over it) and the data after it is 4 KiB-aligned.
-        bm_at = fmt.round_up(self.footer_pos + fmt.FOOTER_SIZE + self.bitmap_bytes,
-                             fmt.DATA_ALIGN) - self.bitmap_bytes
+        bm_at = geo.round_up(self.footer_pos + geo.FOOTER_SIZE + self.bitmap_bytes,
+                             geo.DATA_ALIGN) - self.bitmap_bytes
         new_end = bm_at + self.bitmap_bytes + self.block_size
-        if not self._raw.regular and new_end + fmt.FOOTER_SIZE > self.container_size:
+        if not self._raw.regular and new_end + geo.FOOTER_SIZE > self.container_size:
             from smlib.vhd import VHDError
 
             raise VHDError(self.path, new_end, "container too small for another block")
         self._raw.write_at(new_end, self.footer.pack())                # 1. footer
         self.footer_pos = new_end
         if self._raw.regular:
-            self.container_size = new_end + fmt.FOOTER_SIZE
-        self.bat[block] = bm_at // fmt.SECTOR
+            self.container_size = new_end + geo.FOOTER_SIZE
+        self.bat[block] = bm_at // geo.SECTOR
         self._pending_bat.add(block)
         self._bitmaps[block] = 0
 
@@ -135,7 +136,7 @@ class LiveImage(Image):
         super().close()
 
 
-_ZERO = bytes(fmt.BLOCK_SIZE)
+_ZERO = bytes(geo.BLOCK_SIZE)
 
 
 def _zeros(length: int) -> bytes:
@@ -172,13 +173,13 @@ def _read_block(chain: "List[Image]", level: int, block: int, within: int,
                 view: Buffer) -> None:
     """Bytes of an allocated block: runs this image holds, the rest from below."""
     img = chain[level]
-    s0 = within // fmt.SECTOR
-    s1 = -(-(within + len(view)) // fmt.SECTOR)
+    s0 = within // geo.SECTOR
+    s1 = -(-(within + len(view)) // geo.SECTOR)
     base = block * img.block_size
-    data_at = img.bat[block] * fmt.SECTOR + img.bitmap_bytes
-    for r0, r1, present in img._own_runs(block, s0, s1):
-        lo = max(r0 * fmt.SECTOR, within) - within
-        hi = min(r1 * fmt.SECTOR, within + len(view)) - within
+    data_at = img.bat[block] * geo.SECTOR + img.bitmap_bytes
+    for r0, r1, present in img.own_runs(block, s0, s1):
+        lo = max(r0 * geo.SECTOR, within) - within
+        hi = min(r1 * geo.SECTOR, within + len(view)) - within
         part = view[lo:hi]
         if present:
             img._raw.read_into(data_at + within + lo, part)

@@ -62,12 +62,13 @@ def golden_rules(path: str) -> None:
     block's data 4 KiB-aligned after its one-sector bitmap, creator "tap",
     the file ending with the footer."""
     from smlib.vhd import format as fmt
+    from smlib.vhd import geometry as geo
 
     vhd.check(path)
     with vhd.open_image(path) as img:
         assert img.footer.creator_app == fmt.CREATOR_APP
         for block in img.allocated_blocks():
-            assert (img.bat[block] * fmt.SECTOR + img.bitmap_bytes) % fmt.DATA_ALIGN == 0
+            assert (img.bat[block] * geo.SECTOR + img.bitmap_bytes) % geo.DATA_ALIGN == 0
         assert os.path.getsize(path) == img.physical_size
 
 
