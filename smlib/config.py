@@ -149,6 +149,14 @@ def driver_dir() -> "Optional[str]":
     return get("SMLIB_DRIVER_DIR")
 
 
+def driver_bin() -> "Optional[str]":
+    """``SMLIB_DRIVER_BIN``: the directory whose ``python3`` runs the drivers
+    the toolstack (and the tests) start. Default (None here): the directory
+    of the interpreter running the toolstack (the dom0 test tier names a
+    CPython 3.6 there)."""
+    return get("SMLIB_DRIVER_BIN")
+
+
 def trace() -> bool:
     """``SMLIB_TRACE`` (or ``SMCTL_TRACE``): any non-empty value makes the
     toolstack print one line per driver run on stderr."""

@@ -240,7 +240,7 @@ class Runner:
         # The drivers start with `#!/usr/bin/env python3`: let that find this
         # interpreter, which has the project's dependencies, unless
         # $SMLIB_DRIVER_BIN names another (the dom0 test tier: CPython 3.6).
-        here = os.environ.get("SMLIB_DRIVER_BIN") or os.path.dirname(sys.executable)
+        here = config.driver_bin() or os.path.dirname(sys.executable)
         env["PATH"] = here + os.pathsep + env.get("PATH", "")
         env.update(self.env)
         return env
