@@ -94,9 +94,20 @@ def _attach(backing: str) -> str:
 
 
 def _release(device: str) -> None:
-    """Detach the PV's windows and the PV itself, leaving its VG in the file."""
+    """Detach the PV's windows and the PV itself, leaving its VG in the file,
+    and wait until the kernel has let the device go: a copy of the same PV
+    attached while this one lingers (autoclear, held by a concurrent lvm2
+    scan) would show lvm2 two PVs with one uuid, and it may pick the one
+    about to vanish ("volume group not found")."""
     detach_windows(device)
+    backing = loop_backings().get(device)
     subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
+    deadline = time.monotonic() + RELEASE_WAIT
+    while backing is not None and time.monotonic() < deadline:
+        now = loop_backings().get(device)
+        if now is None or now.removesuffix(" (deleted)") != backing.removesuffix(" (deleted)"):
+            return
+        time.sleep(0.1)
 
 
 def _destroy_pv(device: str) -> None:
