@@ -36,8 +36,8 @@ def test_gc_never_writes_through_a_damaged_parent(lvmsr):
     hs.gc_never_writes_through_a_damaged_parent(lvmsr)
 
 
-def _zero_slot_magics(sr) -> None:
-    """Both MGT slots' magic zeroed: no valid bookkeeping state at all."""
+def _zero_slots(sr, length: int) -> None:
+    """The first ``length`` bytes of both MGT slots zeroed."""
     store = sr.store()
     try:
         path = store._activate_lv(MGT_LV)
@@ -45,7 +45,7 @@ def _zero_slot_magics(sr) -> None:
         with open(path, "r+b") as f:
             for slot in range(mgt.SLOTS):
                 f.seek(slot * (size // mgt.SLOTS))
-                f.write(bytes(len(mgt.MAGIC)))
+                f.write(bytes(length))
             f.flush()
             os.fsync(f.fileno())
     finally:
@@ -55,13 +55,22 @@ def _zero_slot_magics(sr) -> None:
 LOSSES = {
     "emptied": lambda sr: sr.edit_metadata(lambda _: b""),
     "foreign document": lambda sr: sr.edit_metadata(lambda _: b"<foo/>"),
-    "MGT slot magics zeroed": _zero_slot_magics,
+    # As a freshly formatted MGT: no state at all.
+    "MGT slot headers zeroed": lambda sr: _zero_slots(sr, mgt.SLOT_HEADER.size),
 }
 
 
 @pytest.mark.parametrize("how", sorted(LOSSES))
 def test_sr_delete_decides_from_volumes(lvmsr, how):
     hs.sr_delete_decides_from_volumes(lvmsr, LOSSES[how])
+
+
+def test_sr_delete_with_mgt_magics_zeroed(lvmsr):
+    """The issue's own reproduction: only the magics zeroed. The rest of each
+    slot is data smlib did not write, so the store refuses the SR (181) rather
+    than guess; sr_delete removes nothing."""
+    hs.sr_delete_decides_from_volumes(lvmsr, lambda sr: _zero_slots(sr, len(mgt.MAGIC)),
+                                      codes=(39, 181), recovers=False)
 
 
 def test_gc_confirms_from_images(lvmsr):
