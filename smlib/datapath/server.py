@@ -4,7 +4,8 @@ The SR's commands call these (smlib/drivers/tree_sr.py): attach answers
 ``attach_result``, activate ``start``, deactivate ``stop``, detach
 ``forget``; a command that changes the tree pauses the SR's servers
 around its work (``paused``). The backend is tapdisk where blktap's
-tap-ctl is installed (a Xen host, as stock sm), nbdkit elsewhere;
+tap-ctl is installed (a Xen host, as stock sm), nbdkit elsewhere, none
+(logged) where neither is installed;
 ``$SMLIB_DATAPATH`` = ``tapdisk`` | ``nbdkit`` forces one, ``none``
 serves nothing (tests under pyfakefs, where no process can start). Every call is
 idempotent, and a server or socket a crash left behind is found and
@@ -26,9 +27,14 @@ def backend() -> str:
     chosen = config.datapath_backend()
     if chosen in ("tapdisk", "nbdkit", "none"):
         return chosen
-    from . import tapdisk
+    from . import nbdkit, tapdisk
 
-    return "tapdisk" if tapdisk.binary() else "nbdkit"
+    if tapdisk.binary():
+        return "tapdisk"
+    # Neither server installed (a bare development machine): the disk is not
+    # served, which start() logs; the VHD files stay usable as files
+    # (smctl's import and export read them directly).
+    return "nbdkit" if nbdkit.binary() else "none"
 
 
 def xenstore_data(vdi_uuid: str, storage_type: str) -> "Dict[str, str]":
@@ -99,6 +105,11 @@ def start(sr_uuid: str, vdi_uuid: str, chain: "List[str]", readonly: bool) -> No
     rec = record.read(base)
     flag = "1" if readonly else "0"
     if backend() == "none":
+        if config.datapath_backend() != "none":
+            from smlib.protocol import log
+
+            log.write("datapath", f"VDI {vdi_uuid} is not served over NBD: neither tap-ctl"
+                      " nor nbdkit is installed")
         return
     if backend() == "tapdisk":
         from . import tapdisk
