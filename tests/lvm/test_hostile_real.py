@@ -121,9 +121,12 @@ def test_lvm_binary_missing_is_a_coded_fault(lvmsr, tmp_path):
     assert run.fault is not None and run.fault.faultCode != 1200, run.fault
 
 
-def test_sr_detach_after_the_vg_vanished_releases_windows(lvmsr, windows_of):
+def test_sr_detach_after_the_vg_vanished_releases_windows(lvmsr, windows_of, monkeypatch):
     """Item 12: the VG removed behind the SR's back while attached: sr_detach
-    detaches the loop windows it left (no 1200) instead of keeping them."""
+    detaches the loop windows it left (no 1200) instead of keeping them.
+    No NBD server here: one would hold the windows open past the test's
+    loop-device teardown (this is about the store's windows, not serving)."""
+    monkeypatch.setenv("SMLIB_DATAPATH", "none")
     sr = lvmsr
     sr.ok("sr_attach")
     t = sr.create()
