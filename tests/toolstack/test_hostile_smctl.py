@@ -6,23 +6,13 @@ nothing written; the SR keeps working.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sqlite3
 
 import pytest
+from helpers.filesr_helpers import tree_hashes
 from helpers.smctl_run import file_sr, new_uuid, ok
-
-
-def _digest(directory: str) -> dict:
-    out = {}
-    for dirpath, _dirs, files in os.walk(directory):
-        for name in files:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
-    return out
 
 
 def _sql(db: str, statement: str) -> None:
@@ -53,13 +43,13 @@ def test_damaged_database_is_refused_before_any_write(smctl, tmp_path, what):
     DAMAGE[what](db)
     saved = str(tmp_path / "damaged.db")
     shutil.copy(db, saved)
-    before = _digest(location)
+    before = tree_hashes(location)
     for argv in (("vdi-list",), ("sr-list",),
                  ("vdi-create", f"sr-uuid={sr}", "name-label=d", "virtual-size=16MiB")):
         r = smctl(*argv)
         assert r.returncode == 1, r
         assert "cannot open the database" in r.stderr and "Traceback" not in r.stderr, r.stderr
-    assert _digest(location) == before
+    assert tree_hashes(location) == before
     with open(db, "rb") as a, open(saved, "rb") as b:
         assert a.read() == b.read()
 
@@ -67,34 +57,34 @@ def test_damaged_database_is_refused_before_any_write(smctl, tmp_path, what):
 @pytest.mark.parametrize("name", ["a\x01b", "tab\x0bvt", "\ufffe"])
 def test_names_xml_cannot_carry_are_refused_up_front(smctl, tmp_path, name):
     sr, location = file_sr(smctl, tmp_path)
-    before = _digest(location)
+    before = tree_hashes(location)
     for argv in (("vdi-create", f"sr-uuid={sr}", f"name-label={name}", "virtual-size=16MiB"),
                  ("vm-create", f"name-label={name}")):
         r = smctl(*argv)
         assert r.returncode == 1, r
         assert "IllegalXMLChar" in r.stderr, r.stderr
-    assert _digest(location) == before
+    assert tree_hashes(location) == before
     assert ok(smctl("vdi-list", "--minimal")).strip() == ""
 
 
 @pytest.mark.parametrize("size", ["\u0661\u0660", "\U0001d7d7MiB", "\u00b2"])
 def test_sizes_in_other_digits_are_refused(smctl, tmp_path, size):
     sr, location = file_sr(smctl, tmp_path)
-    before = _digest(location)
+    before = tree_hashes(location)
     r = smctl("vdi-create", f"sr-uuid={sr}", "name-label=d", f"virtual-size={size}")
     assert r.returncode == 2 and "not a size" in r.stderr, r
-    assert _digest(location) == before
+    assert tree_hashes(location) == before
 
 
 def test_export_onto_the_srs_own_storage_is_refused(smctl, tmp_path):
     sr, location = file_sr(smctl, tmp_path)
     disk = new_uuid(smctl("vdi-create", f"sr-uuid={sr}", "name-label=d", "virtual-size=16MiB"))
-    before = _digest(location)
+    before = tree_hashes(location)
     for target in (os.path.join(location, ".sm", "metadata.xml"),
                    os.path.join(location, disk + ".vhd"),
                    os.path.join(location, "new.raw")):
         r = smctl("vdi-export", f"uuid={disk}", f"filename={target}", "force=true")
         assert r.returncode == 1 and "EXPORT_PATH_INVALID" in r.stderr, r
-        assert _digest(location) == before
+        assert tree_hashes(location) == before
     assert ok(smctl("vdi-list", "--minimal")).strip() == disk
     ok(smctl("vdi-snapshot", f"uuid={disk}"))
