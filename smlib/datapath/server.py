@@ -104,14 +104,15 @@ def start(sr_uuid: str, vdi_uuid: str, chain: "List[str]", readonly: bool) -> No
     base = paths.state_base(sr_uuid, vdi_uuid)
     rec = record.read(base)
     flag = "1" if readonly else "0"
-    if backend() == "none":
+    kind = backend()    # one PATH search for tap-ctl and nbdkit per start
+    if kind == "none":
         if config.datapath_backend() != "none":
             from smlib.protocol import log
 
             log.write("datapath", f"VDI {vdi_uuid} is not served over NBD: neither tap-ctl"
                       " nor nbdkit is installed")
         return
-    if backend() == "tapdisk":
+    if kind == "tapdisk":
         from . import tapdisk
 
         tapdisk.start(link, chain[0], readonly)
